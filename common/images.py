@@ -1,0 +1,118 @@
+"""Image I/O that never surprises: EXIF orientation applied, CMYK / palette / 16-bit / gray / RGBA
+turned into 8-bit RGB, unreadable files reported by name, outputs written atomically and never
+over the input or an existing file unless asked."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .checkpoints import atomic_write
+from .errors import UserInputError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# Decompression-bomb guard: larger images are refused, big-but-sane ones are tiled or capped by callers.
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB; alpha is composited over white, 16-bit is scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = Image.fromarray(np.nan_to_num((arr - lo) * scale).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as upright 8-bit RGB, or raise `UserInputError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path}: empty file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if img.width < 1 or img.height < 1:
+                raise UserInputError(f"{path}: image has no pixels")
+            return _to_rgb(img)
+    except UserInputError:
+        raise
+    except Image.DecompressionBombError:
+        raise UserInputError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UserInputError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor (3, H, W) in [-1, 1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [-1, 1] -> PIL RGB (non-finite values become 0)."""
+    x = torch.nan_to_num(x.detach().float().cpu(), nan=0.0, posinf=1.0, neginf=-1.0)
+    arr = ((x.clamp(-1, 1) + 1.0) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike] = (),
+                      overwrite: bool = False) -> Path:
+    """Refuse outputs that would overwrite an input, an existing file (without `overwrite`), or land
+    in a folder that does not exist."""
+    output = Path(output)
+    if output.suffix.lower() not in IMAGE_EXTS + VIDEO_EXTS and output.suffix:
+        raise UserInputError(f"{output}: unsupported output extension {output.suffix!r} "
+                             f"(use one of {', '.join(IMAGE_EXTS)})")
+    for src in inputs:
+        if Path(src).exists() and output.exists() and os.path.samefile(src, output):
+            raise UserInputError(f"{output}: output path is the input; choose another name")
+        if Path(src).resolve() == output.resolve():
+            raise UserInputError(f"{output}: output path is the input; choose another name")
+    if not output.parent.exists() and str(output.parent) not in ("", "."):
+        raise UserInputError(f"{output.parent}: output folder does not exist")
+    if output.is_dir():
+        raise UserInputError(f"{output}: is a folder, expected an output file name")
+    if output.exists() and not overwrite:
+        raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
+    return output
+
+
+def save_image(img: Image.Image, path: str | os.PathLike) -> None:
+    """Write an image atomically, format from the extension (callers check the path first)."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    atomic_write(path, lambda tmp: img.save(tmp, format=fmt))
