@@ -1,0 +1,1 @@
+"""Demo data for the built-in default models: bundled photos, cartoon filter, edit families, evaluation."""

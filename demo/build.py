@@ -1,0 +1,182 @@
+"""Build the demo training data for both stages from the bundled photos, reproducibly from a seed.
+
+    python -m demo.build --out work_data/demo --seed 0
+
+Layout written under --out:
+  gan/train_photo/*.png          stage-1 inputs: random crops of CONTENT photos
+  gan/Cartoon/style/*.png        stage-1 style domain: cartoonize() of crops of STYLE photos
+  gan/test/test_photo/*.png      held-out views of HELDOUT photos
+  edit/train/metadata.jsonl      stage-2 triplets (cartoonized CONTENT+STYLE crops, train phrasings)
+  edit/heldout/metadata.jsonl    evaluation triplets (HELDOUT photos, held-out phrasings)
+  build_config.json              the resolved config and the photo split
+The AnimeGAN trainer makes `gan/Cartoon/smooth` itself, so it is not written here.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from common.checkpoints import save_json
+from common.cli import OneLineErrorParser
+from common.errors import UserInputError, cli_errors
+from common.images import save_image
+
+from .cartoon import cartoonize
+from .edits import EDIT_FAMILIES
+from .photos import CONTENT, HELDOUT, STYLE
+from .samples import EditSample, crops, edit_samples, heldout_edit_samples, heldout_photo_views, load_photos
+
+# Sub-folders this builder owns under --out (the only ones --overwrite may replace).
+OWNED_DIRS = ("gan", "edit")
+
+
+@dataclass
+class BuildConfig:
+    # output folder (created if missing)
+    out: Path
+    # master seed: the same seed and flags give byte-identical data
+    seed: int = 0
+    # number of stage-1 photo crops (gan/train_photo)
+    gan_crops: int = 480
+    # number of stage-1 style crops (gan/Cartoon/style); defaults to gan_crops when None
+    style_crops: int | None = None
+    # number of held-out stage-1 test views (gan/test/test_photo)
+    test_crops: int = 12
+    # stage-1 crop side in pixels
+    size: int = 256
+    # number of stage-2 training triplets
+    edit_samples: int = 2000
+    # stage-2 held-out triplets per family
+    edit_heldout_per_family: int = 10
+    # stage-2 image side in pixels
+    edit_size: int = 128
+    # edit families to include (default: all registered)
+    families: tuple[str, ...] = field(default_factory=lambda: tuple(EDIT_FAMILIES))
+    # smallest crop side as a fraction of the photo's short side
+    min_scale: float = 0.3
+    # replace existing gan/ and edit/ folders under --out
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.families = tuple(self.families)
+        if self.style_crops is None:
+            self.style_crops = self.gan_crops
+        for flag in ("gan_crops", "style_crops", "test_crops", "edit_samples", "edit_heldout_per_family"):
+            if getattr(self, flag) < 0:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(self, flag)}")
+        for flag in ("size", "edit_size"):
+            if getattr(self, flag) < 16:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 16 pixels, got {getattr(self, flag)}")
+        if not 0.05 <= self.min_scale <= 1.0:
+            raise ValueError(f"--min-scale must be in [0.05, 1], got {self.min_scale}")
+        unknown = [f for f in self.families if f not in EDIT_FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"--families: unknown {unknown or 'empty'}; choose from {', '.join(EDIT_FAMILIES)}")
+
+
+def _prepare_out(config: BuildConfig) -> None:
+    """Refuse to mix with an earlier build unless --overwrite (never silently overwrite data)."""
+    if config.out.exists() and not config.out.is_dir():
+        raise UserInputError(f"{config.out}: exists and is not a folder")
+    for name in OWNED_DIRS:
+        sub = config.out / name
+        if sub.exists() and any(sub.iterdir()):
+            if not config.overwrite:
+                raise UserInputError(f"{sub}: already exists and is not empty (pass --overwrite to rebuild)")
+            shutil.rmtree(sub)
+    config.out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_images(items: list[tuple[str, Image.Image]], folder: Path, desc: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, img) in enumerate(tqdm(items, desc=desc, unit="img")):
+        save_image(img, folder / f"{i:05d}_{name}.png")
+
+
+def write_triplets(samples: list[EditSample], folder: Path, desc: str) -> Path:
+    """Write images/<i>_in.png, images/<i>_out.png and metadata.jsonl (InstructPix2Pix columns)."""
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, s in enumerate(tqdm(samples, desc=desc, unit="triplet")):
+        stem = f"{i:05d}_{s.photo}_{s.family}"
+        save_image(Image.fromarray(s.source, "RGB"), images / f"{stem}_in.png")
+        save_image(Image.fromarray(s.target, "RGB"), images / f"{stem}_out.png")
+        rows.append({"input_image": f"images/{stem}_in.png", "edit_prompt": s.prompt,
+                     "edited_image": f"images/{stem}_out.png", "family": s.family})
+    metadata = folder / "metadata.jsonl"
+    metadata.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return metadata
+
+
+def main(config: BuildConfig) -> dict[str, int]:
+    """Build everything; returns the number of files written per part."""
+    _prepare_out(config)
+    # One generator per part, derived from the master seed: changing one count (e.g. --edit-samples)
+    # leaves the other parts identical.
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
+    gan_rng, style_rng, edit_rng = (np.random.default_rng(s) for s in seeds)
+
+    # Stage 1 (AnimeGAN layout)
+    content = load_photos(CONTENT)
+    _write_images(crops(content, config.gan_crops, config.size, gan_rng, config.min_scale),
+                  config.out / "gan" / "train_photo", "train_photo")
+    style = load_photos(STYLE)
+    style_crops = crops(style, config.style_crops, config.size, style_rng, config.min_scale)
+    _write_images([(n, cartoonize(c)) for n, c in tqdm(style_crops, desc="cartoonize style", unit="img")],
+                  config.out / "gan" / "Cartoon" / "style", "Cartoon/style")
+    _write_images(heldout_photo_views(config.test_crops, config.size, config.seed),
+                  config.out / "gan" / "test" / "test_photo", "test_photo")
+
+    # Stage 2 (InstructPix2Pix triplets on cartoonized crops)
+    train = edit_samples({**content, **style}, config.edit_samples, config.edit_size, config.families,
+                         heldout=False, rng=edit_rng, min_scale=config.min_scale)
+    write_triplets(train, config.out / "edit" / "train", "edit/train")
+    heldout = heldout_edit_samples(config.edit_heldout_per_family, config.edit_size, config.seed,
+                                   config.families)
+    write_triplets(heldout, config.out / "edit" / "heldout", "edit/heldout")
+
+    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    save_json({"config": resolved, "split": {"content": CONTENT, "style": STYLE, "heldout": HELDOUT}},
+              config.out / "build_config.json")
+    counts = {"train_photo": config.gan_crops, "style": config.style_crops, "test_photo": config.test_crops,
+              "edit_train": len(train), "edit_heldout": len(heldout)}
+    print("wrote " + ", ".join(f"{k}={v}" for k, v in counts.items()) + f" under {config.out}")
+    return counts
+
+
+def parse_args(argv: list[str] | None = None) -> BuildConfig:
+    p = OneLineErrorParser(prog="python -m demo.build", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gan-crops", type=int, default=480, help="stage-1 photo crops")
+    p.add_argument("--style-crops", type=int, default=None, help="stage-1 style crops (default: --gan-crops)")
+    p.add_argument("--test-crops", type=int, default=12, help="stage-1 held-out test views")
+    p.add_argument("--size", type=int, default=256, help="stage-1 crop size (px)")
+    p.add_argument("--edit-samples", type=int, default=2000, help="stage-2 training triplets")
+    p.add_argument("--edit-heldout-per-family", type=int, default=10, help="stage-2 held-out triplets per family")
+    p.add_argument("--edit-size", type=int, default=128, help="stage-2 image size (px)")
+    p.add_argument("--families", nargs="+", choices=list(EDIT_FAMILIES), default=list(EDIT_FAMILIES))
+    p.add_argument("--min-scale", type=float, default=0.3, help="smallest crop as a fraction of the short side")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier build under --out")
+    a = p.parse_args(argv)
+    return BuildConfig(out=a.out, seed=a.seed, gan_crops=a.gan_crops, style_crops=a.style_crops,
+                       test_crops=a.test_crops, size=a.size, edit_samples=a.edit_samples,
+                       edit_heldout_per_family=a.edit_heldout_per_family, edit_size=a.edit_size,
+                       families=tuple(a.families), min_scale=a.min_scale, overwrite=a.overwrite)
+
+
+@cli_errors
+def cli(argv: list[str] | None = None) -> dict[str, int]:
+    return main(parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()

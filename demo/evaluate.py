@@ -1,0 +1,261 @@
+"""Evaluate the default models on photos and phrasings held out from training.
+
+    python -m demo.evaluate --gan checkpoints/gan.safetensors --editor checkpoints/editor
+
+Stage 2: for each edit family, L1 (mean absolute difference, [0, 1] scale) of the edited image to the
+exact ground-truth edit, and of the unedited input to it; a family passes when the editor's error is at
+most half the input's. Stage 1: L1 of the generator output to cartoonize(photo) against L1 of the
+photo itself to it; passes when the generator is closer. Exit code 1 when a criterion fails.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from common.cli import OneLineErrorParser
+from common.errors import UserInputError, cli_errors
+from common.images import list_images, load_image
+
+from .cartoon import cartoonize
+from .edits import EDIT_FAMILIES
+from .samples import EditSample, heldout_edit_samples, heldout_photo_views
+
+StylizeFn = Callable[[Image.Image], Image.Image]
+EditFn = Callable[[Image.Image, str], Image.Image]
+
+# Pass criteria of the issue: the editor must at least halve the input's error.
+EDIT_MAX_RATIO = 0.5
+
+
+def l1(a: np.ndarray | Image.Image, b: np.ndarray | Image.Image) -> float:
+    """Mean absolute difference of two same-shape uint8 RGB images, on a [0, 1] scale."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"l1: shapes differ {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).mean() / 255.0)
+
+
+def _same_size(out: Image.Image, ref: Image.Image, what: str) -> Image.Image:
+    """Models promise the input size; if one does not, compare anyway but say so (never hide it)."""
+    out = out.convert("RGB")
+    if out.size != ref.size:
+        print(f"warning: {what} returned {out.size}, input was {ref.size}; resized for the metric",
+              file=sys.stderr)
+        out = out.resize(ref.size, Image.BICUBIC)
+    return out
+
+
+def edit_report(samples: list[EditSample], edit_fn: EditFn) -> dict:
+    """Per-family mean L1 of editor output and of the input to the exact target, and pass flags."""
+    per_family: dict[str, dict[str, list[float]]] = {}
+    for s in tqdm(samples, desc="evaluate editor", unit="edit"):
+        src = Image.fromarray(s.source, "RGB")
+        target = s.target
+        out = _same_size(edit_fn(src, s.prompt), src, "editor")
+        row = per_family.setdefault(s.family, {"output": [], "input": []})
+        row["output"].append(l1(out, target))
+        row["input"].append(l1(s.source, target))
+    families = {}
+    for family, row in per_family.items():
+        out_err, in_err = float(np.mean(row["output"])), float(np.mean(row["input"]))
+        families[family] = {"n": len(row["output"]), "output_l1": out_err, "input_l1": in_err,
+                            "ratio": out_err / in_err if in_err > 0 else float("inf"),
+                            "pass": out_err <= EDIT_MAX_RATIO * in_err}
+    return {"families": families, "pass": bool(families) and all(f["pass"] for f in families.values())}
+
+
+def stylize_report(photos: list[Image.Image], stylize_fn: StylizeFn) -> dict:
+    """Mean L1 of generator output and of the photo to cartoonize(photo); passes when closer."""
+    outs, ins = [], []
+    for photo in tqdm(photos, desc="evaluate stylizer", unit="img"):
+        photo = photo.convert("RGB")
+        target = cartoonize(photo)
+        outs.append(l1(_same_size(stylize_fn(photo), photo, "stylizer"), target))
+        ins.append(l1(photo, target))
+    out_err, in_err = float(np.mean(outs)), float(np.mean(ins))
+    return {"n": len(photos), "output_l1": out_err, "input_l1": in_err,
+            "ratio": out_err / in_err if in_err > 0 else float("inf"), "pass": out_err < in_err}
+
+
+# --- held-out data: from a built folder, or rebuilt on the fly from the HELDOUT photos ------------
+def read_heldout_edits(data: Path, per_family: int, families: tuple[str, ...]) -> list[EditSample]:
+    """First `per_family` rows per family of <data>/edit/heldout/metadata.jsonl; the target is
+    recomputed from the family (exact), the stored edited image is not trusted."""
+    metadata = Path(data) / "edit" / "heldout" / "metadata.jsonl"
+    if not metadata.is_file():
+        raise UserInputError(f"{metadata}: not found (build it with `python -m demo.build --out {data}`)")
+    taken: dict[str, int] = {}
+    samples = []
+    for line_no, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            family, prompt, image = row["family"], row["edit_prompt"], row["input_image"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserInputError(f"{metadata}:{line_no}: bad row ({type(err).__name__}: {err})") from None
+        if family not in EDIT_FAMILIES:
+            raise UserInputError(f"{metadata}:{line_no}: unknown family {family!r}")
+        if family not in families or taken.get(family, 0) >= per_family:
+            continue
+        taken[family] = taken.get(family, 0) + 1
+        source = np.asarray(load_image(metadata.parent / image))
+        samples.append(EditSample(source, prompt, family, Path(image).stem))
+    return samples
+
+
+def read_heldout_photos(data: Path, count: int) -> list[Image.Image]:
+    folder = Path(data) / "gan" / "test" / "test_photo"
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: not found (build it with `python -m demo.build --out {data}`)")
+    return [load_image(p) for p in list_images(folder)[:count]]
+
+
+def evaluate(stylize_fn: StylizeFn | None = None, edit_fn: EditFn | None = None, *,
+             data: Path | None = None, per_family: int = 3, size: int = 128, gan_views: int = 6,
+             gan_size: int = 256, seed: int = 0,
+             families: tuple[str, ...] = tuple(EDIT_FAMILIES)) -> dict:
+    """Run the held-out evaluation of whichever stages are given; returns numbers and pass flags."""
+    if stylize_fn is None and edit_fn is None:
+        raise UserInputError("nothing to evaluate: pass --gan and/or --editor")
+    result: dict = {}
+    if stylize_fn is not None:
+        photos = read_heldout_photos(data, gan_views) if data else \
+            [img for _, img in heldout_photo_views(gan_views, gan_size, seed)]
+        result["stylize"] = stylize_report(photos, stylize_fn)
+    if edit_fn is not None:
+        samples = read_heldout_edits(data, per_family, families) if data else \
+            heldout_edit_samples(per_family, size, seed, families)
+        result["edit"] = edit_report(samples, edit_fn)
+    result["pass"] = all(part["pass"] for part in result.values())
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Markdown table of an `evaluate` result (the README records this)."""
+    lines = ["| stage | family | n | L1 model -> target | L1 input -> target | ratio | pass |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    def row(stage, name, r):
+        lines.append(f"| {stage} | {name} | {r['n']} | {r['output_l1']:.4f} | {r['input_l1']:.4f} | "
+                     f"{r['ratio']:.2f} | {'yes' if r['pass'] else 'NO'} |")
+    if "stylize" in result:
+        row("1: stylize", "cartoon filter", result["stylize"])
+    for name, r in result.get("edit", {}).get("families", {}).items():
+        row("2: edit", name, r)
+    return "\n".join(lines)
+
+
+# --- loading the real models (the APIs of stylize_gan and edit_diffusion) ------------------------
+def load_stylize_fn(path: Path, device: str = "cpu") -> StylizeFn:
+    import torch
+    from stylize_gan.checkpoint import load_generator
+    from stylize_gan.inference import stylize_pil
+
+    generator = load_generator(path, device=device).eval()
+
+    def stylize(img: Image.Image) -> Image.Image:
+        with torch.inference_mode():
+            return stylize_pil(generator, img)
+    return stylize
+
+
+def load_edit_fn(path: Path, device: str = "cpu", seed: int = 0, size: int = 128) -> EditFn:
+    from edit_diffusion.editor import EditSettings, edit_image, load_editor
+
+    pipe = load_editor(str(path), device=device)
+
+    def edit(img: Image.Image, prompt: str) -> Image.Image:
+        # The model's own defaults (steps, guidance: None fields), fixed seed, evaluation resolution.
+        variants, _ = edit_image(pipe, img, prompt, EditSettings(seed=seed, resolution=size))
+        return variants[0]
+    return edit
+
+
+@dataclass
+class EvalConfig:
+    # stage-1 generator file (.safetensors); None skips stage 1
+    gan: Path | None = None
+    # stage-2 editor (diffusers pipeline folder, as `load_editor` accepts); None skips stage 2
+    editor: Path | None = None
+    # a folder built by demo.build; None rebuilds the held-out set from the HELDOUT photos
+    data: Path | None = None
+    # held-out edits per family
+    per_family: int = 3
+    # editor evaluation size in pixels (on-the-fly held-out set)
+    size: int = 128
+    # held-out photo views for stage 1, and their size (on-the-fly set)
+    gan_views: int = 6
+    gan_size: int = 256
+    # seed of the held-out crops and of the editor's sampling
+    seed: int = 0
+    device: str = "cpu"
+    families: tuple[str, ...] = field(default_factory=lambda: tuple(EDIT_FAMILIES))
+    # optional JSON file for the result
+    json_out: Path | None = None
+
+    def __post_init__(self):
+        if self.gan is None and self.editor is None:
+            raise UserInputError("nothing to evaluate: pass --gan and/or --editor")
+        for flag, path in (("--gan", self.gan), ("--editor", self.editor), ("--data", self.data)):
+            if path is not None and not Path(path).exists():
+                raise UserInputError(f"{flag} {path}: not found")
+        for flag, value in (("--per-family", self.per_family), ("--gan-views", self.gan_views)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        for flag, value in (("--size", self.size), ("--gan-size", self.gan_size)):
+            if value < 16:
+                raise ValueError(f"{flag} must be >= 16 pixels, got {value}")
+        unknown = [f for f in self.families if f not in EDIT_FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"--families: unknown {unknown or 'empty'}; choose from {', '.join(EDIT_FAMILIES)}")
+
+
+def main(config: EvalConfig) -> dict:
+    stylize_fn = load_stylize_fn(config.gan, config.device) if config.gan else None
+    edit_fn = load_edit_fn(config.editor, config.device, config.seed, config.size) if config.editor else None
+    result = evaluate(stylize_fn, edit_fn, data=config.data, per_family=config.per_family,
+                      size=config.size, gan_views=config.gan_views, gan_size=config.gan_size,
+                      seed=config.seed, families=config.families)
+    print(format_table(result))
+    print(f"\noverall: {'PASS' if result['pass'] else 'FAIL'}")
+    if config.json_out:
+        Path(config.json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    p = OneLineErrorParser(prog="python -m demo.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--gan", type=Path, help="stage-1 generator (.safetensors)")
+    p.add_argument("--editor", type=Path, help="stage-2 editor pipeline folder")
+    p.add_argument("--data", type=Path, help="folder written by demo.build (default: rebuild held-out set)")
+    p.add_argument("--per-family", type=int, default=3, help="held-out edits per family")
+    p.add_argument("--size", type=int, default=128, help="editor evaluation size (px)")
+    p.add_argument("--gan-views", type=int, default=6, help="held-out photo views for stage 1")
+    p.add_argument("--gan-size", type=int, default=256, help="stage-1 evaluation size (px)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--families", nargs="+", choices=list(EDIT_FAMILIES), default=list(EDIT_FAMILIES))
+    p.add_argument("--json", dest="json_out", type=Path, help="also write the result as JSON here")
+    a = p.parse_args(argv)
+    return EvalConfig(gan=a.gan, editor=a.editor, data=a.data, per_family=a.per_family, size=a.size,
+                      gan_views=a.gan_views, gan_size=a.gan_size, seed=a.seed, device=a.device,
+                      families=tuple(a.families), json_out=a.json_out)
+
+
+@cli_errors
+def cli(argv: list[str] | None = None) -> dict:
+    result = main(parse_args(argv))
+    if not result["pass"]:
+        raise SystemExit(1)  # a failed criterion is not a usage error: 1, not 2
+    return result
+
+
+if __name__ == "__main__":
+    cli()

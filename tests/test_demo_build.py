@@ -1,0 +1,83 @@
+"""The demo data builder writes the AnimeGAN and InstructPix2Pix layouts, reproducibly."""
+import json
+
+import pytest
+from PIL import Image
+
+from demo.build import BuildConfig, cli, main, parse_args
+from demo.edits import EDIT_FAMILIES
+
+TINY = ["--gan-crops", "3", "--style-crops", "2", "--test-crops", "4", "--size", "32",
+        "--edit-samples", "6", "--edit-heldout-per-family", "1", "--edit-size", "24",
+        "--families", "invert", "sepia", "thermal"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cli(["--out", str(out), "--seed", "3", *TINY])
+    return out
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_gan_layout(built):
+    counts = {"train_photo": 3, "Cartoon/style": 2, "test/test_photo": 4}
+    for sub, n in counts.items():
+        files = sorted((built / "gan" / sub).glob("*.png"))
+        assert len(files) == n, sub
+        assert all(Image.open(f).size == (32, 32) for f in files)
+
+
+@pytest.mark.parametrize("split,n", [("train", 6), ("heldout", 3)])
+def test_edit_metadata_parses_and_files_exist(built, split, n):
+    folder = built / "edit" / split
+    rows = _rows(folder / "metadata.jsonl")
+    assert len(rows) == n
+    for row in rows:
+        assert set(row) == {"input_image", "edit_prompt", "edited_image", "family"}
+        assert row["family"] in ("invert", "sepia", "thermal")
+        pool = EDIT_FAMILIES[row["family"]]
+        assert row["edit_prompt"] in (pool.train_phrasings if split == "train" else pool.heldout_phrasings)
+        for key in ("input_image", "edited_image"):
+            assert Image.open(folder / row[key]).size == (24, 24)
+
+
+def test_targets_are_the_exact_edit(built):
+    import numpy as np
+    folder = built / "edit" / "train"
+    for row in _rows(folder / "metadata.jsonl"):
+        src = np.asarray(Image.open(folder / row["input_image"]).convert("RGB"))
+        out = np.asarray(Image.open(folder / row["edited_image"]).convert("RGB"))
+        assert np.array_equal(EDIT_FAMILIES[row["family"]].apply(src), out)
+
+
+def test_heldout_uses_only_heldout_photos(built):
+    rows = _rows(built / "edit" / "heldout" / "metadata.jsonl")
+    assert all(any(p in r["input_image"] for p in ("astronaut", "coffee", "grace_hopper")) for r in rows)
+    split = json.loads((built / "build_config.json").read_text())["split"]
+    assert split["heldout"] == ["astronaut", "coffee", "grace_hopper"]
+
+
+def test_same_seed_same_bytes(built, tmp_path):
+    main(parse_args(["--out", str(tmp_path), "--seed", "3", *TINY]))
+    for f in (built / "edit").rglob("*.*"):
+        assert f.read_bytes() == (tmp_path / f.relative_to(built)).read_bytes(), f
+
+
+def test_refuses_to_mix_with_an_earlier_build(built, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(["--out", str(built), *TINY])
+    assert exc.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    for argv in (["--out", str(tmp_path), "--size", "4"], ["--out", str(tmp_path), "--families", "nope"]):
+        with pytest.raises(SystemExit) as exc:
+            cli(argv)
+        assert exc.value.code == 2
+    assert "--size" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--edit-samples"):
+        BuildConfig(out=tmp_path, edit_samples=-1)
