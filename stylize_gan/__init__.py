@@ -1,0 +1,1 @@
+"""Stage 1: a conditional GAN stylizer (AnimeGAN-style unpaired photo->anime, pix2pix-style paired)."""

@@ -1,0 +1,70 @@
+"""Stylize with a trained generator:
+    python -m stylize_gan --checkpoint generator.safetensors --input photo.jpg --output out.png
+Input may be an image, a folder of images (output: a folder) or a video (output: a video)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.cli import OneLineErrorParser
+from common.errors import cli_errors
+
+
+@dataclass
+class StylizeConfig:
+    checkpoint: str            # generator.safetensors written by train_gan.py
+    input: str                 # image, folder or video
+    output: str                # image, folder or video (same kind as the input)
+    overwrite: bool = False    # replace existing output files (never the input)
+    device: str = "cpu"        # torch device, e.g. cpu or cuda
+    tile: int = 1024           # images larger than this are processed in overlapping tiles
+    overlap: int = 64          # pixels shared by neighbouring tiles
+
+    def __post_init__(self) -> None:
+        if self.tile < 2 * self.overlap + 16:
+            raise ValueError(f"--tile must be at least 2 * --overlap + 16, got {self.tile} and {self.overlap}")
+        if self.overlap < 0:
+            raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
+
+
+def parse_args(argv: list[str] | None = None) -> StylizeConfig:
+    p = OneLineErrorParser(prog="python -m stylize_gan", description="Stylize images, folders or videos.")
+    p.add_argument("--checkpoint", required=True, help="generator .safetensors file")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tile", type=int, default=1024)
+    p.add_argument("--overlap", type=int, default=64)
+    args = p.parse_args(argv)
+    try:
+        return StylizeConfig(**vars(args))
+    except ValueError as err:
+        p.error(str(err))
+
+
+def main(config: StylizeConfig) -> list[str]:
+    """Returns the written output paths."""
+    import torch
+
+    from .checkpoint import load_generator
+    from .inference import stylize_path
+    try:
+        device = torch.device(config.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"--device {config.device}: not available ({err})") from None
+    generator = load_generator(config.checkpoint, device=device)
+    outputs = stylize_path(generator, config.input, config.output, overwrite=config.overwrite,
+                           tile=config.tile, overlap=config.overlap)
+    return [str(p) for p in outputs]
+
+
+@cli_errors
+def cli(argv: list[str] | None = None) -> list[str]:
+    outputs = main(parse_args(argv))
+    print(f"wrote {len(outputs)} file(s)" + (f": {outputs[0]}" if len(outputs) == 1 else ""))
+    return outputs
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,142 @@
+"""Checkpoint files, all safetensors (no pickle anywhere), all written atomically.
+
+- generator.safetensors: weights + metadata {format, architecture, kwargs (JSON)}: rebuilds from the file alone.
+- discriminator.safetensors: same layout for D.
+- training_state.safetensors: optimizer state tensors + RNG state; the rest (param groups, step, epoch, optimizer
+  scalars) as JSON in the metadata.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.checkpoints import load_tensors, read_metadata, save_tensors
+from common.errors import UserInputError
+
+from .networks import DISCRIMINATORS, GENERATORS
+
+GENERATOR_FORMAT = "stylize_gan.generator"
+DISCRIMINATOR_FORMAT = "stylize_gan.discriminator"
+STATE_FORMAT = "stylize_gan.training_state"
+FORMAT_VERSION = "1"
+
+
+def save_network(net: nn.Module, path: str | os.PathLike, fmt: str, architecture: str, kwargs: dict,
+                 extra: dict | None = None) -> None:
+    """Weights plus what builds them: {format, version, architecture, kwargs JSON, extra JSON}."""
+    metadata = {"format": fmt, "format_version": FORMAT_VERSION, "architecture": architecture,
+                "kwargs": json.dumps(kwargs, sort_keys=True), "extra": json.dumps(extra or {}, sort_keys=True)}
+    save_tensors(net.state_dict(), path, metadata=metadata)
+
+
+def read_network_header(path: str | os.PathLike, fmt: str) -> tuple[str, dict, dict]:
+    """(architecture, kwargs, extra) of a checkpoint of format `fmt`, with one-line errors for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        hint = " (a diffusers pipeline folder?)" if (path / "model_index.json").exists() else ""
+        raise UserInputError(f"{path}: is a folder{hint}; expected a {fmt} .safetensors file")
+    meta = read_metadata(path)
+    if meta.get("format") != fmt:
+        found = meta.get("format") or "no stylize_gan metadata"
+        raise UserInputError(f"{path}: not a {fmt} checkpoint ({found})")
+    try:
+        return meta["architecture"], json.loads(meta["kwargs"]), json.loads(meta.get("extra", "{}"))
+    except (KeyError, json.JSONDecodeError) as err:
+        raise UserInputError(f"{path}: damaged {fmt} metadata ({err})") from None
+
+
+def _build_and_load(path: Path, fmt: str, registry: dict, device: str | torch.device) -> nn.Module:
+    arch, kwargs, _ = read_network_header(path, fmt)
+    if arch not in registry:
+        raise UserInputError(f"{path}: unknown architecture {arch!r} (this version knows {', '.join(sorted(registry))})")
+    try:
+        net = registry[arch](**kwargs)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"{path}: cannot build {arch} from its stored arguments ({err})") from None
+    load_state_strict(net, load_tensors(path), path)
+    return net.to(device)
+
+
+def load_state_strict(net: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """load_state_dict(strict) with a one-line error when the weights do not fit the architecture."""
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise UserInputError(f"{path}: weights do not match the architecture ({detail})") from None
+
+
+def save_generator(net: nn.Module, path: str | os.PathLike, architecture: str, kwargs: dict,
+                   extra: dict | None = None) -> None:
+    """Self-describing generator file."""
+    save_network(net, path, GENERATOR_FORMAT, architecture, kwargs, extra)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a generator from its file alone (eval mode)."""
+    return _build_and_load(Path(path), GENERATOR_FORMAT, GENERATORS, device).eval()
+
+
+def save_discriminator(net: nn.Module, path: str | os.PathLike, architecture: str, kwargs: dict) -> None:
+    save_network(net, path, DISCRIMINATOR_FORMAT, architecture, kwargs)
+
+
+def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    return _build_and_load(Path(path), DISCRIMINATOR_FORMAT, DISCRIMINATORS, device)
+
+
+# --- optimizer state without pickle: tensors by "<prefix>.<param index>.<name>", everything else as JSON
+
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for index, per_param in state["state"].items():
+        for name, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict, prefix: str) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            index, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in info["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in info["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer],
+                        rng: dict[str, torch.Tensor], info: dict) -> None:
+    """Optimizers (name -> optimizer), RNG tensors and a JSON-able `info` (step, epoch, ...) in one file."""
+    tensors = dict(rng)
+    info = dict(info, optimizers={})
+    for name, opt in optimizers.items():
+        opt_tensors, opt_info = flatten_optimizer(opt, f"optim.{name}")
+        tensors.update(opt_tensors)
+        info["optimizers"][name] = opt_info
+    save_tensors(tensors, path, metadata={"format": STATE_FORMAT, "format_version": FORMAT_VERSION,
+                                          "info": json.dumps(info)})
+
+
+def load_training_state(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, torch.Tensor], dict]:
+    """(optimizer state dicts by name, RNG tensors, info) saved by `save_training_state`."""
+    meta = read_metadata(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise UserInputError(f"{path}: not a {STATE_FORMAT} file")
+    info = json.loads(meta["info"])
+    tensors = load_tensors(path)
+    optimizers = {name: unflatten_optimizer(tensors, opt_info, f"optim.{name}")
+                  for name, opt_info in info.pop("optimizers").items()}
+    rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+    return optimizers, rng, info

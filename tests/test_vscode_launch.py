@@ -1,0 +1,47 @@
+"""`.vscode/launch.json`: every configuration names a program that exists and whose own parser accepts
+its arguments (the file may hold comments and trailing commas, as VS Code allows)."""
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / ".vscode" / "launch.json"
+
+
+def parse_jsonc(text: str):
+    """JSON with // and /* */ comments and trailing commas (strings are left untouched)."""
+    token = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|/\*.*?\*/', re.S)
+    text = token.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", text)
+    text = re.sub(r",(\s*[}\]])", r"\1", text)
+    return json.loads(text)
+
+
+def test_parse_jsonc_handles_comments_and_commas():
+    assert parse_jsonc('{"a": "x // not a comment", // c\n "b": [1, 2,], /* d */}') == {
+        "a": "x // not a comment", "b": [1, 2]}
+
+
+CONFIGS = parse_jsonc(LAUNCH.read_text())["configurations"]
+
+
+def test_expected_configurations_present():
+    programs = [c["program"] for c in CONFIGS]
+    for script in ("train_gan.py", "train_edit.py", "infer.py", "demo/evaluate.py"):
+        assert any(p.endswith(script) for p in programs), script
+    assert len(CONFIGS) >= 6
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c["name"] for c in CONFIGS])
+def test_configuration_program_and_arguments(config, monkeypatch):
+    program = Path(config["program"].replace("${workspaceFolder}", str(ROOT)))
+    assert program.is_file(), program
+    assert config.get("cwd", "${workspaceFolder}") == "${workspaceFolder}"
+    module = importlib.import_module(".".join(program.relative_to(ROOT).with_suffix("").parts))
+    monkeypatch.chdir(ROOT)
+    for arg in config["args"]:  # bundled files the configuration reads must exist on a fresh checkout
+        if arg.startswith(("examples/", "checkpoints/")):
+            assert (ROOT / arg).exists(), arg
+    module.parse_args(config["args"])  # argparse exits (code 2) on anything it does not accept
