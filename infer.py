@@ -1,0 +1,186 @@
+"""Stylize a photo with stage 1, then edit it by an instruction with stage 2.
+
+    python infer.py --input photo.jpg --edit "make it black and white" --output out.png
+    python infer.py --app          # the local web app (see app.py for its flags)
+"""
+from __future__ import annotations
+
+import sys
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from chain.defaults import DEFAULT_STYLE, STYLES
+from common.cli import OneLineErrorParser
+from common.errors import UserInputError, cli_errors
+from common.images import IMAGE_EXTS, check_output_path, list_images, load_image_capped, save_image
+from edit_diffusion.editor import SCHEDULERS, EditSettings
+
+
+# Default cap on the long side of an input photo: stage 1 tiles any size, but a 100-megapixel photo would
+# take minutes on a CPU and stage 2 edits at --resolution anyway.
+MAX_SIDE = 2048
+
+
+@dataclass
+class InferConfig:
+    input: str                      # image file or folder of images
+    output: str                     # output image file (or folder when the input is a folder)
+    edit: str | None = None         # the instruction; required unless --skip-edit
+    gan_checkpoint: str | None = None  # generator .safetensors; default: the bundled --style
+    style: str = DEFAULT_STYLE      # bundled stage-1 style
+    editor: str | None = None       # pipeline folder, hub id or single file; default: bundled editor
+    skip_stylize: bool = False
+    skip_edit: bool = False
+    save_intermediate: bool = False  # also write the stage-1 result as <output>_stylized.png
+    steps: int | None = None        # None: the editor's own recommended value (edit_defaults.json)
+    cfg_text: float | None = None
+    cfg_image: float | None = None
+    seed: int | None = None         # None: drawn at random and printed
+    scheduler: str | None = None
+    resolution: int = 512           # cap on the long side used for editing
+    variants: int = 1
+    device: str = "cpu"
+    overwrite: bool = False
+    max_side: int = MAX_SIDE        # larger inputs are shrunk to this long side, with a notice (0: no cap, tiled)
+
+    def __post_init__(self):
+        if self.skip_stylize and self.skip_edit:
+            raise ValueError("--skip-stylize and --skip-edit together leave nothing to do")
+        if not self.skip_edit and (self.edit is None or not self.edit.strip()):
+            raise ValueError("--edit: the instruction is empty; write what to change, e.g. \"make it black and white\"")
+        if self.style not in STYLES:
+            raise ValueError(f"--style: unknown style {self.style!r}; bundled: {', '.join(sorted(STYLES))}")
+        if self.max_side < 0:
+            raise ValueError(f"--max-side must be >= 0 (0: no cap), got {self.max_side}")
+        if self.variants < 1:
+            raise ValueError(f"--variants must be >= 1, got {self.variants}")
+        # Steps, guidance, scheduler and resolution are checked by EditSettings (one place for the rules).
+        self.edit_settings()
+
+    def edit_settings(self) -> EditSettings:
+        return EditSettings(steps=self.steps, cfg_text=self.cfg_text, cfg_image=self.cfg_image, seed=self.seed,
+                            scheduler=self.scheduler, resolution=self.resolution, num_variants=self.variants)
+
+
+def parse_args(argv: list[str] | None = None) -> InferConfig:
+    p = OneLineErrorParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--input", "--source_file_path", dest="input", required=True, help="image file or folder")
+    p.add_argument("--output", "--destination_file_path", dest="output", required=True,
+                   help="output image (a folder when --input is a folder)")
+    p.add_argument("--edit", "--edit_condition", dest="edit", help="edit instruction, e.g. 'make it sepia'")
+    p.add_argument("--gan-checkpoint", "--checkpoint_path", dest="gan_checkpoint",
+                   help="stage-1 generator .safetensors (default: bundled style)")
+    p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="bundled stage-1 style")
+    p.add_argument("--editor", help="stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt (default: bundled)")
+    p.add_argument("--skip-stylize", action="store_true")
+    p.add_argument("--skip-edit", action="store_true")
+    p.add_argument("--save-intermediate", action="store_true", help="also save the stylized image")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg-text", type=float, help="text guidance (default: the editor's, else 7.5)")
+    p.add_argument("--cfg-image", type=float, help="image guidance, >= 1 (default: the editor's, else 1.5)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--scheduler", choices=sorted(SCHEDULERS))
+    p.add_argument("--resolution", type=int, default=512, help="cap on the long side for editing")
+    p.add_argument("--variants", type=int, default=1, help="number of edited variants")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--max-side", dest="max_side", type=int, default=MAX_SIDE,
+                   help=f"shrink larger inputs to this long side, with a notice (0: full size, tiled; default {MAX_SIDE})")
+    args = p.parse_args(argv)
+    return InferConfig(**vars(args))
+
+
+def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
+    """(input, output) pairs, every output checked before any work starts."""
+    src, dst = Path(config.input), Path(config.output)
+    if not src.exists():
+        raise UserInputError(f"{src}: file not found")
+    if src.is_dir():
+        images = list_images(src)
+        if not images:
+            raise UserInputError(f"{src}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+        if dst.exists() and not dst.is_dir():
+            raise UserInputError(f"{dst}: the input is a folder, so the output must be a folder")
+        if dst.resolve() == src.resolve():
+            raise UserInputError(f"{dst}: output folder is the input folder; choose another")
+        if not dst.parent.exists():
+            raise UserInputError(f"{dst.parent}: output folder does not exist")
+        pairs = [(img, dst / (img.stem + ".png")) for img in images]
+        if not dst.exists():  # created by main() once the models are loaded: a failed run leaves nothing behind
+            return pairs
+    else:
+        pairs = [(src, dst)]
+    for image, out in pairs:
+        check_output_path(out, [image], overwrite=config.overwrite)
+    return pairs
+
+
+def _load(path: Path, max_side: int):
+    """The input as upright RGB, shrunk to `max_side` (0: no cap) with a notice."""
+    img, (w, h) = load_image_capped(path, max_side or None)
+    if img.size != (w, h):
+        print(f"note: {path} is {w}x{h}; processing it at {img.width}x{img.height} "
+              f"(--max-side {max_side}; --max-side 0 keeps the full size, processed in tiles)")
+    return img
+
+
+def _variant_path(out: Path, index: int, total: int) -> Path:
+    return out if total == 1 or index == 0 else out.with_name(f"{out.stem}_{index}{out.suffix}")
+
+
+def main(config: InferConfig) -> list[Path]:
+    """Run the chain; returns the written files."""
+    from chain.pipeline import load_models, run_chain  # heavy imports after argument checks
+
+    jobs = _jobs(config)
+    single = len(jobs) == 1 and not Path(config.input).is_dir()
+    first = _load(jobs[0][0], config.max_side) if single else None  # a bad image fails before the models load
+    models = load_models(config.gan_checkpoint, config.style, config.editor, config.skip_stylize,
+                         config.skip_edit, config.device)
+    if not single:
+        Path(config.output).mkdir(exist_ok=True)
+    settings, written, skipped = config.edit_settings(), [], []
+    for image_path, out in tqdm(jobs, disable=len(jobs) == 1, desc="images"):
+        try:
+            image = first if single else _load(image_path, config.max_side)
+        except UserInputError as err:  # one unreadable photo in a folder does not stop the others
+            print(f"warning: skipped {err}", file=sys.stderr)
+            skipped.append(image_path)
+            continue
+        result = run_chain(models, image, config.edit, settings)
+        if config.save_intermediate and not config.skip_stylize:
+            inter = out.with_name(f"{out.stem}_stylized{out.suffix}")
+            check_output_path(inter, [image_path], overwrite=config.overwrite)
+            save_image(result.stylized, inter)
+            written.append(inter)
+        outputs = result.edited or [result.stylized]
+        for i, img in enumerate(outputs):
+            path = _variant_path(out, i, len(outputs))
+            if i:
+                check_output_path(path, [image_path], overwrite=config.overwrite)
+            save_image(img, path)
+            written.append(path)
+        if result.settings is not None and config.seed is None:
+            print(f"seed: {result.settings.seed}")
+    for path in written:
+        print(f"wrote {path}")
+    if skipped and not written:
+        raise UserInputError(f"{config.input}: none of the {len(skipped)} image(s) could be read")
+    return written
+
+
+@cli_errors
+def cli(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--app" in argv:  # `python infer.py --app [app flags]`: the local web app (app.py) instead of a batch run
+        import app
+        argv.remove("--app")
+        return app.main(app.parse_args(argv))
+    return main(parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,127 @@
+"""What the web app runs with: the loaded models, the default value of every control, the upload limits."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from chain.defaults import DEFAULT_EDITOR, DEFAULT_STYLE, EXAMPLES, STYLES
+from common.errors import UserInputError
+from common.images import list_images
+from edit_diffusion.editor import SCHEDULERS, EditSettings, load_editor, resolve_settings
+from stylize_gan.checkpoint import load_generator
+
+NO_STYLE = "no stylization"
+FIX, RANDOMIZE = "Fix", "Randomize"
+MODES = (FIX, RANDOMIZE)
+# The seed the original InstructPix2Pix app shows at start (edit_app.py); its seed mode starts at Randomize.
+DEFAULT_SEED = 1371
+MAX_VARIANTS = 4
+MIN_RESOLUTION, MAX_RESOLUTION, RESOLUTION_STEP = 64, 1024, 64  # slider for the long-side cap
+MAX_STEPS = 500
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_megabytes: float = 20.0    # file size cap in MiB (gradio refuses bigger uploads before we see them)
+    max_pixels: int = 40_000_000   # width x height cap, read from the header before any decoding
+
+    def __post_init__(self) -> None:
+        if not self.max_megabytes > 0:
+            raise ValueError(f"--max-upload-mb must be positive, got {self.max_megabytes}")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max-upload-pixels must be positive, got {self.max_pixels}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_megabytes * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The value of every setting control, in the order ui.py wires them (Reset writes these back)."""
+    style: str
+    steps: int
+    steps_mode: str
+    cfg_text: float
+    cfg_text_mode: str
+    cfg_image: float
+    cfg_image_mode: str
+    seed: int
+    seed_mode: str
+    scheduler: str
+    variants: int
+    resolution: int
+
+
+@dataclass
+class AppContext:
+    """Loaded once at start-up; the handlers read it, never change it."""
+    editor: object                                 # StableDiffusionInstructPix2PixPipeline
+    generators: dict[str, torch.nn.Module | None]  # style choice -> generator (None: no stylization)
+    defaults: Controls
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    examples: list[str] = field(default_factory=list)  # image files offered under the upload field
+
+
+def default_controls(editor, style: str) -> Controls:
+    """Controls at start and after Reset: steps, guidance and scheduler are the editor's own defaults."""
+    resolved = editor_defaults(editor)
+    return Controls(style=style, steps=int(resolved.steps), steps_mode=FIX,
+                    cfg_text=float(resolved.cfg_text), cfg_text_mode=FIX,
+                    cfg_image=float(resolved.cfg_image), cfg_image_mode=FIX,
+                    seed=DEFAULT_SEED, seed_mode=RANDOMIZE, scheduler=resolved.scheduler,
+                    variants=1, resolution=EditSettings().resolution)
+
+
+def editor_defaults(editor) -> EditSettings:
+    """EditSettings with every None filled from the editor's recommended values (edit_defaults.json)."""
+    return resolve_settings(editor, EditSettings(seed=DEFAULT_SEED))  # a seed given: none drawn and printed
+
+
+def checkpoint_choice(path: str) -> str:
+    """The style-menu entry of a generator given on the command line."""
+    return f"checkpoint: {Path(path).name}"
+
+
+def load_generators(gan_checkpoint: str | None, device: str) -> dict[str, torch.nn.Module | None]:
+    """Style menu: no stylization, the --gan-checkpoint generator if given, then the bundled styles on disk."""
+    generators: dict[str, torch.nn.Module | None] = {NO_STYLE: None}
+    if gan_checkpoint:
+        generators[checkpoint_choice(gan_checkpoint)] = load_generator(Path(gan_checkpoint), device=device)
+    for name, path in STYLES.items():
+        if path.is_file():
+            generators[name] = load_generator(path, device=device)
+        else:  # said out loud rather than hidden: the menu simply lacks this style
+            print(f"note: bundled style {name!r} not found at {path}; not offered", file=sys.stderr)
+    return generators
+
+
+def example_images(folder: str | None) -> list[str]:
+    """Images of --examples, else of the bundled examples/ folder (none while it is empty or absent)."""
+    if folder is not None:
+        return [str(p) for p in list_images(folder)]  # a wrong folder given on purpose is an error
+    return [str(p) for p in list_images(EXAMPLES)] if EXAMPLES.is_dir() else []
+
+
+def load_context(editor: str | None = None, gan_checkpoint: str | None = None, device: str = "cpu",
+                 limits: UploadLimits | None = None, examples: str | None = None) -> AppContext:
+    """Load the editor and every generator once; the default style is --gan-checkpoint, else the bundled one."""
+    pictures = example_images(examples)
+    if editor is None and not DEFAULT_EDITOR.exists():
+        raise UserInputError(f"the bundled editor is missing ({DEFAULT_EDITOR}); "
+                             "pass --editor <pipeline folder, hub id or .safetensors file>")
+    pipe = load_editor(str(editor or DEFAULT_EDITOR), device=device)
+    generators = load_generators(gan_checkpoint, device)
+    if gan_checkpoint:
+        style = checkpoint_choice(gan_checkpoint)
+    else:
+        style = DEFAULT_STYLE if DEFAULT_STYLE in generators else NO_STYLE
+    return AppContext(editor=pipe, generators=generators, defaults=default_controls(pipe, style),
+                      limits=limits or UploadLimits(), examples=pictures)
+
+
+def scheduler_choices() -> list[str]:
+    return sorted(SCHEDULERS)
