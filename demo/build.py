@@ -18,6 +18,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -31,6 +32,17 @@ from .cartoon import cartoonize
 from .edits import EDIT_FAMILIES
 from .photos import CONTENT, HELDOUT, STYLE
 from .samples import EditSample, crops, edit_samples, heldout_edit_samples, heldout_photo_views, load_photos
+
+def jitter_palette(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Rotate the hue at random and scale saturation by 0.5-1.0. With only five style photos the
+    discriminator would otherwise learn their palettes (orange retina, blue sky) and push every
+    generated image towards those colours; with the palette randomized only the cartoon structure
+    (flat paint, ink lines) tells real from fake, and the colours come from the input photo."""
+    hsv = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2HSV).astype(np.int32)
+    hsv[..., 0] = (hsv[..., 0] + int(rng.integers(0, 180))) % 180  # OpenCV hue range is 0..179
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.5, 1.0), 0, 255)
+    return Image.fromarray(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB), "RGB")
+
 
 # Sub-folders this builder owns under --out (the only ones --overwrite may replace).
 OWNED_DIRS = ("gan", "edit")
@@ -130,7 +142,8 @@ def main(config: BuildConfig) -> dict[str, int]:
                   config.out / "gan" / "train_photo", "train_photo")
     style = load_photos(STYLE)
     style_crops = crops(style, config.style_crops, config.size, style_rng, config.min_scale)
-    _write_images([(n, cartoonize(c)) for n, c in tqdm(style_crops, desc="cartoonize style", unit="img")],
+    _write_images([(n, jitter_palette(cartoonize(c), style_rng))
+                   for n, c in tqdm(style_crops, desc="cartoonize style", unit="img")],
                   config.out / "gan" / "Cartoon" / "style", "Cartoon/style")
     _write_images(heldout_photo_views(config.test_crops, config.size, config.seed),
                   config.out / "gan" / "test" / "test_photo", "test_photo")

@@ -1,0 +1,148 @@
+"""Components built from configs (UNet, VAE, CLIP text encoder, noise schedule) for training from
+scratch, and the VAE pre-training phase a from-scratch VAE needs before the UNet can learn in its
+latent space (LDM §3: autoencoder first, then diffusion on its frozen latents)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from common.errors import UserInputError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# Bundled configs usable by name (`--unet_config tiny`): name -> {kind: file}.
+BUNDLED_CONFIGS = {
+    "tiny": {"unet": "tiny_unet.json", "vae": "tiny_vae.json", "text_encoder": "tiny_text_encoder.json"},
+    "sd15": {"unet": "sd15_unet.json"},
+}
+# Stable Diffusion's training noise schedule, the default for from-scratch models.
+SD_BETA_START, SD_BETA_END, SD_TRAIN_TIMESTEPS = 0.00085, 0.012, 1000
+
+
+def read_config(spec: str | os.PathLike | dict, kind: str) -> dict:
+    """A config given as a dict, a JSON file, or a bundled name (`tiny`, `sd15`)."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    spec = str(spec)
+    if spec in BUNDLED_CONFIGS and kind in BUNDLED_CONFIGS[spec]:
+        spec = str(CONFIG_DIR / BUNDLED_CONFIGS[spec][kind])
+    path = Path(spec)
+    if not path.is_file():
+        names = [n for n, kinds in BUNDLED_CONFIGS.items() if kind in kinds]
+        raise UserInputError(f"--{kind}_config {spec}: file not found (bundled names: {', '.join(names)})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"--{kind}_config {spec}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise UserInputError(f"--{kind}_config {spec}: expected a JSON object")
+    return config
+
+
+def _public(config: dict) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def build_unet(spec: str | dict) -> UNet2DConditionModel:
+    try:
+        return UNet2DConditionModel.from_config(_public(read_config(spec, "unet")))
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"--unet_config: cannot build a UNet2DConditionModel ({err})") from None
+
+
+def build_vae(spec: str | dict) -> AutoencoderKL:
+    try:
+        return AutoencoderKL.from_config(_public(read_config(spec, "vae")))
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"--vae_config: cannot build an AutoencoderKL ({err})") from None
+
+
+def build_text_encoder(spec: str | dict) -> CLIPTextModel:
+    config = read_config(spec, "text_encoder")
+    config.pop("architectures", None)
+    config.pop("model_type", None)
+    try:
+        return CLIPTextModel(CLIPTextConfig(**config))
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"--text_encoder_config: cannot build a CLIPTextModel ({err})") from None
+
+
+def build_noise_scheduler(prediction_type: str = "epsilon", beta_schedule: str = "scaled_linear") -> DDPMScheduler:
+    """SD's 1000-step schedule; 'trailing' spacing so few-step samplers start from pure noise at t=999."""
+    return DDPMScheduler(num_train_timesteps=SD_TRAIN_TIMESTEPS, beta_start=SD_BETA_START, beta_end=SD_BETA_END,
+                         beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False,
+                         timestep_spacing="trailing", steps_offset=1)
+
+
+def check_compatible(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder) -> None:
+    """Shapes that must agree across separately configured components, reported by flag."""
+    hidden = text_encoder.config.hidden_size
+    if unet.config.cross_attention_dim != hidden:
+        raise UserInputError(f"--unet_config cross_attention_dim {unet.config.cross_attention_dim} must equal the "
+                             f"text encoder hidden size {hidden}")
+    latent = vae.config.latent_channels
+    if unet.config.out_channels != latent or unet.config.in_channels not in (latent, 2 * latent):
+        raise UserInputError(f"--unet_config in/out channels ({unet.config.in_channels}/{unet.config.out_channels}) "
+                             f"do not fit the VAE's {latent} latent channels (expected {2 * latent}/{latent})")
+
+
+# --- VAE pre-training ------------------------------------------------------------------------------
+
+def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)), averaged over elements."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Reconstruction L1 + small KL for images (B, 3, H, W) in [-1, 1]."""
+    posterior = vae.encode(images).latent_dist
+    recon = vae.decode(posterior.sample(generator)).sample
+    l1 = (recon - images).abs().mean()
+    kl = kl_to_standard_normal(posterior.mean, posterior.logvar)
+    total = l1 + kl_weight * kl
+    return total, {"loss/vae_l1": l1.item(), "loss/vae_kl": kl.item()}
+
+
+def pretrain_vae(vae: AutoencoderKL, batches: Iterator[torch.Tensor], steps: int, lr: float, kl_weight: float,
+                 log: Callable[[int, dict], None] | None = None, progress: bool = True) -> AutoencoderKL:
+    """Train `vae` for `steps` batches of images, then freeze it and calibrate `scaling_factor`."""
+    from tqdm.auto import tqdm
+    device = next(vae.parameters()).device
+    vae.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    # cosine decay: the tiny VAE converges much further with a falling lr in a few hundred steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    seen = []
+    bar = tqdm(range(steps), desc="vae pretrain", disable=not progress)
+    for step in bar:
+        images = next(batches).to(device)
+        loss, logs = vae_loss(vae, images, kl_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(l1=f"{logs['loss/vae_l1']:.4f}")
+        if log is not None:
+            log(step, logs)
+        if len(seen) < 8:
+            seen.append(images.detach())
+    vae.requires_grad_(False).eval()
+    calibrate_scaling_factor(vae, torch.cat(seen))
+    return vae
+
+
+@torch.no_grad()
+def calibrate_scaling_factor(vae: AutoencoderKL, images: torch.Tensor) -> float:
+    """LDM §4.3.2: scale latents to unit variance; stored as `vae.config.scaling_factor`."""
+    latents = vae.encode(images).latent_dist.sample()
+    factor = float(1.0 / latents.flatten().std().clamp_min(1e-6))
+    vae.register_to_config(scaling_factor=factor)
+    return factor

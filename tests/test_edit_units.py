@@ -1,0 +1,270 @@
+"""Unit tests of stage 2 (InstructPix2Pix): tokenizer, surgery parity, conditioning dropout, dataset
+formats, training targets, dual guidance against the stock pipeline, settings and config checks."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionInstructPix2PixPipeline
+from PIL import Image
+
+from common.errors import UserInputError
+from edit_diffusion.config import EditTrainConfig
+from edit_diffusion.data import (Columns, EditDataset, joint_crop_flip, read_triplets, to_pil, tokenize_prompts)
+from edit_diffusion.dropout import apply_conditioning_dropout, dropout_masks
+from edit_diffusion.editor import EditSettings, dual_guidance, working_size
+from edit_diffusion.scratch import build_text_encoder, build_unet, build_vae, calibrate_scaling_factor
+from edit_diffusion.step import training_target
+from edit_diffusion.surgery import expand_conv_in
+from edit_diffusion.tokenizer import load_clip_tokenizer
+
+TINY_UNET = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+             "block_out_channels": [16, 32], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
+             "attention_head_dim": 4, "norm_num_groups": 8}
+TINY_VAE = {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
+            "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "norm_num_groups": 8,
+            "layers_per_block": 1, "mid_block_add_attention": False}
+TINY_TEXT = {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": 49406, "eos_token_id": 49407}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return load_clip_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_rebuilt_clip_tokenizer_matches_sd15(tokenizer):
+    ids = tokenizer("a photograph of an astronaut riding a horse").input_ids
+    assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+
+
+# --- surgery ----------------------------------------------------------------------------------------------
+
+def test_surgery_parity_with_zero_extra_channels():
+    torch.manual_seed(0)
+    unet = build_unet(TINY_UNET).eval()
+    z, hidden, t = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 32), torch.tensor([10, 500])
+    with torch.no_grad():
+        reference = unet(z, t, hidden).sample
+        old_weight, old_bias = unet.conv_in.weight.clone(), unet.conv_in.bias.clone()
+        expand_conv_in(unet)
+        widened = unet(torch.cat([z, torch.randn(2, 4, 8, 8) * 10], 1), t, hidden).sample
+    assert unet.config.in_channels == 8 and unet.conv_in.in_channels == 8
+    assert torch.equal(unet.conv_in.weight[:, :4], old_weight) and torch.equal(unet.conv_in.bias, old_bias)
+    assert torch.count_nonzero(unet.conv_in.weight[:, 4:]) == 0
+    torch.testing.assert_close(widened, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_surgery_leaves_8_channel_base_untouched():
+    unet = build_unet({**TINY_UNET, "in_channels": 8})
+    conv, before = unet.conv_in, {k: v.clone() for k, v in unet.state_dict().items()}
+    assert expand_conv_in(unet) is unet and unet.conv_in is conv
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+
+
+# --- conditioning dropout (§3.2.1) ----------------------------------------------------------------------
+
+def test_dropout_fractions_match_paper():
+    n, p = 200_000, 0.05
+    keep_text, keep_image = dropout_masks(n, p, torch.Generator().manual_seed(0))
+    text_only = (~keep_text & keep_image).float().mean().item()
+    image_only = (keep_text & ~keep_image).float().mean().item()
+    both = (~keep_text & ~keep_image).float().mean().item()
+    tol = 4 * (p * (1 - p) / n) ** 0.5  # 4 standard errors
+    for frac in (text_only, image_only, both):
+        assert abs(frac - p) < tol
+    # seeded: same generator seed, same masks
+    again = dropout_masks(n, p, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], keep_text) and torch.equal(again[1], keep_image)
+
+
+def test_dropout_replaces_with_null_text_and_zero_latents():
+    ids = torch.arange(1, 7)[:, None].repeat(1, 4)        # (6, 4), no zeros
+    null = torch.zeros(4, dtype=ids.dtype)
+    latents = torch.ones(6, 4, 2, 2)
+    gen = torch.Generator().manual_seed(1)
+    text, image = apply_conditioning_dropout(ids, null, latents, 1 / 3, gen)
+    keep_text, keep_image = dropout_masks(6, 1 / 3, torch.Generator().manual_seed(1))
+    assert torch.equal((text != 0).all(1), keep_text)
+    assert torch.equal(image.flatten(1).ne(0).all(1), keep_image)
+    assert not (~keep_text & ~keep_image & keep_image).any()
+
+
+# --- datasets ----------------------------------------------------------------------------------------------
+
+def _img(path, color, size=(40, 30)):
+    Image.new("RGB", size, color).save(path)
+
+
+def test_metadata_jsonl_folder(tmp_path):
+    rows = []
+    for i in range(3):
+        _img(tmp_path / f"in{i}.png", (i * 50, 0, 0))
+        _img(tmp_path / f"out{i}.png", (0, i * 50, 0))
+        rows.append({"input_image": f"in{i}.png", "edit_prompt": f"edit {i}", "edited_image": f"out{i}.png"})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    triplets = read_triplets(train_data_dir=str(tmp_path))
+    assert [t.edit_prompt for t in triplets] == ["edit 0", "edit 1", "edit 2"]
+    assert triplets[1].edited_image == tmp_path / "out1.png"
+
+
+def test_metadata_custom_columns_and_missing_column(tmp_path):
+    _img(tmp_path / "a.png", "red")
+    _img(tmp_path / "b.png", "blue")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"src": "a.png", "text": "t", "dst": "b.png"}))
+    assert len(read_triplets(train_data_dir=str(tmp_path), columns=Columns("src", "text", "dst"))) == 1
+    with pytest.raises(UserInputError, match="missing column"):
+        read_triplets(train_data_dir=str(tmp_path))
+
+
+def test_instructpix2pix_generated_layout(tmp_path):
+    for name, edit, seeds in (("0001", "make it snowy", (11, 12)), ("0002", "turn it red", (5,))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "prompt.json").write_text(json.dumps({"input": "a house", "edit": edit, "output": "x"}))
+        for seed in seeds:
+            _img(folder / f"{seed}_0.jpg", "gray")
+            _img(folder / f"{seed}_1.jpg", "white")
+    triplets = read_triplets(train_data_dir=str(tmp_path))
+    assert [(t.edit_prompt, t.input_image.name) for t in triplets] == [
+        ("make it snowy", "11_0.jpg"), ("make it snowy", "12_0.jpg"), ("turn it red", "5_0.jpg")]
+
+
+def test_save_to_disk_dataset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    images = [Image.new("RGB", (32, 32), c) for c in ("red", "green")]
+    ds = datasets.Dataset.from_dict({"input_image": images, "edit_prompt": ["a", "b"], "edited_image": images[::-1]},
+                                    features=datasets.Features({"input_image": datasets.Image(),
+                                                                "edit_prompt": datasets.Value("string"),
+                                                                "edited_image": datasets.Image()}))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    triplets = read_triplets(dataset_name=str(tmp_path / "ds"))
+    assert [t.edit_prompt for t in triplets] == ["a", "b"]
+    assert to_pil(triplets[0].input_image).getpixel((0, 0)) == (255, 0, 0)
+    assert to_pil(triplets[1].edited_image).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_empty_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserInputError, match="no triplets"):
+        read_triplets(train_data_dir=str(tmp_path))
+
+
+def test_joint_crop_flip_keeps_images_aligned():
+    gradient = torch.arange(48 * 64, dtype=torch.float32).view(1, 1, 48, 64).expand(2, 3, 48, 64).clone()
+    for seed in range(10):
+        pair = joint_crop_flip(gradient, 32, center=False, flip=True, rng=random.Random(seed))
+        assert pair.shape == (2, 3, 32, 32) and torch.equal(pair[0], pair[1])
+
+
+def test_dataset_items_and_truncation_reported_once(tokenizer, tmp_path, caplog):
+    _img(tmp_path / "a.png", "red", size=(60, 40))
+    _img(tmp_path / "b.png", "blue", size=(60, 40))
+    long = " ".join(["word"] * 120)
+    rows = [{"input_image": "a.png", "edit_prompt": long, "edited_image": "b.png"}] * 3
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with caplog.at_level("WARNING"):
+        ds = EditDataset(read_triplets(train_data_dir=str(tmp_path)), tokenizer, 32, random_flip=True)
+    assert sum("truncated" in r.message for r in caplog.records) == 1
+    item = ds[0]
+    assert item["input_pixels"].shape == (3, 32, 32) and item["input_ids"].shape == (77,)
+    assert item["input_pixels"].min() >= -1 and item["edited_pixels"][2].mean() > 0.9  # blue channel
+    assert tokenize_prompts(tokenizer, ["x"]).shape == (1, 77)
+
+
+# --- loss target ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_training_target(prediction_type):
+    sched = DDPMScheduler(prediction_type=prediction_type)
+    x0, noise, t = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.tensor([1, 400, 999])
+    target = training_target(prediction_type, sched, x0, noise, t)
+    alpha = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = {"epsilon": noise, "sample": x0,
+                "v_prediction": alpha.sqrt() * noise - (1 - alpha).sqrt() * x0}[prediction_type]
+    torch.testing.assert_close(target, expected)
+
+
+# --- dual guidance against the stock pipeline ------------------------------------------------------------------
+
+def tiny_pipeline(tokenizer, prediction_type="epsilon"):
+    torch.manual_seed(0)
+    unet = expand_conv_in(build_unet(TINY_UNET))
+    vae = build_vae(TINY_VAE)
+    text_encoder = build_text_encoder(TINY_TEXT)
+    scheduler = DDIMScheduler(prediction_type=prediction_type, timestep_spacing="trailing")
+    return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                                  scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                                  requires_safety_checker=False)
+
+
+def test_dual_guidance_matches_stock_pipeline(tokenizer):
+    pipe = tiny_pipeline(tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    captured = []
+    pipe.unet.register_forward_hook(lambda mod, args, out: captured.append(out[0].detach().clone()))
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    image = Image.new("RGB", (16, 16), (200, 30, 60))
+    s_t, s_i = 5.0, 1.7
+    out = pipe("make it blue", image=image, num_inference_steps=1, guidance_scale=s_t, image_guidance_scale=s_i,
+               latents=latents.clone(), output_type="latent").images
+    text_img, img, uncond = captured[0].chunk(3)  # the pipeline's batch order
+    guided = dual_guidance(text_img, img, uncond, s_t, s_i)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(1)
+    expected = sched.step(guided, sched.timesteps[0], latents).prev_sample
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    # and the formula is eq. 3 of the paper
+    torch.testing.assert_close(guided, uncond + s_i * (img - uncond) + s_t * (text_img - img))
+
+
+# --- settings, sizes, config -------------------------------------------------------------------------------------
+
+def test_edit_settings_validation():
+    with pytest.raises(UserInputError, match="silently turns off ALL guidance"):
+        EditSettings(cfg_image=0.5)
+    with pytest.raises(UserInputError, match="--steps"):
+        EditSettings(steps=0)
+    with pytest.raises(UserInputError, match="--resolution"):
+        EditSettings(resolution=0)
+    with pytest.raises(UserInputError, match="--scheduler"):
+        EditSettings(scheduler="pndm")
+    assert EditSettings(cfg_image=1.0).cfg_image == 1.0
+
+
+def test_working_size_keeps_aspect_caps_and_rounds():
+    assert working_size(1000, 500, 512, 8) == (512, 256)
+    assert working_size(300, 451, 512, 8) == (304, 448)
+    assert working_size(5, 3, 512, 16) == (16, 16)
+    w, h = working_size(1920, 1080, 512, 64)
+    assert w == 512 and h % 64 == 0 and abs(w / h - 1920 / 1080) < 0.25
+
+
+def test_train_config_errors_name_the_flag():
+    base = dict(unet_config="tiny", vae_config="tiny", text_encoder_config="tiny", train_data_dir="x")
+    with pytest.raises(ValueError, match="--pretrained_model_name_or_path"):
+        EditTrainConfig(train_data_dir="x")
+    with pytest.raises(ValueError, match="--conditioning_dropout_prob"):
+        EditTrainConfig(**base, conditioning_dropout_prob=0.5)
+    with pytest.raises(ValueError, match="--resolution"):
+        EditTrainConfig(**base, resolution=30)
+    with pytest.raises(ValueError, match="--default_scheduler euler_a"):
+        EditTrainConfig(**base, prediction_type="sample", default_scheduler="euler_a")
+    with pytest.raises(ValueError, match="--validation_prompt"):
+        EditTrainConfig(**base, validation_image="x.png")
+
+
+def test_vae_scaling_factor_calibrated_to_unit_variance():
+    torch.manual_seed(0)
+    vae = build_vae(TINY_VAE)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    factor = calibrate_scaling_factor(vae, images)
+    assert vae.config.scaling_factor == factor
+    with torch.no_grad():
+        z = vae.encode(images).latent_dist.sample() * factor
+    assert 0.8 < float(z.std()) < 1.25
+    assert np.isfinite(factor)
