@@ -114,8 +114,22 @@ def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
     else:
         pairs = [(src, dst)]
     for image, out in pairs:
-        check_output_path(out, [image], overwrite=config.overwrite)
+        for path in _outputs_of(out, config):  # variants and the intermediate too: refused before any work
+            check_output_path(path, [image], overwrite=config.overwrite)
     return pairs
+
+
+def _outputs_of(out: Path, config: InferConfig) -> list[Path]:
+    """Every file one input will produce."""
+    variants = 1 if config.skip_edit else config.variants
+    paths = [_variant_path(out, i, variants) for i in range(variants)]
+    if config.save_intermediate and not config.skip_stylize:
+        paths.append(_stylized_path(out))
+    return paths
+
+
+def _stylized_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_stylized{out.suffix}")
 
 
 def _load(path: Path, max_side: int):
@@ -152,15 +166,12 @@ def main(config: InferConfig) -> list[Path]:
             continue
         result = run_chain(models, image, config.edit, settings)
         if config.save_intermediate and not config.skip_stylize:
-            inter = out.with_name(f"{out.stem}_stylized{out.suffix}")
-            check_output_path(inter, [image_path], overwrite=config.overwrite)
+            inter = _stylized_path(out)
             save_image(result.stylized, inter)
             written.append(inter)
         outputs = result.edited or [result.stylized]
         for i, img in enumerate(outputs):
             path = _variant_path(out, i, len(outputs))
-            if i:
-                check_output_path(path, [image_path], overwrite=config.overwrite)
             save_image(img, path)
             written.append(path)
         if result.settings is not None and config.seed is None:

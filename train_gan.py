@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--gen-width", dest="gen_width", type=int, default=default("gen_width"))
     net.add_argument("--gen-depth", dest="gen_depth", type=int, default=default("gen_depth"))
     net.add_argument("--gen-res-blocks", dest="gen_res_blocks", type=int, default=default("gen_res_blocks"))
+    net.add_argument("--luma-discriminator", dest="luma_discriminator", action="store_true",
+                     help="unpaired: D judges luminance only, so colours follow the photo (colour loss)")
+    net.add_argument("--gen-residual", dest="gen_residual", action="store_true",
+                     help="predict a change of the input photo (identity at start; good for small data)")
     net.add_argument("--norm", choices=sorted(NORMS), default=default("norm"))
     net.add_argument("--discriminator", choices=sorted(DISCRIMINATORS), default=default("discriminator"))
     net.add_argument("--disc-width", dest="disc_width", type=int, default=default("disc_width"))
@@ -59,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--max-steps", dest="max_steps", type=int)
     opt.add_argument("--seed", type=int, default=default("seed"))
     opt.add_argument("--mixed_precision", choices=MIXED_PRECISION, default=default("mixed_precision"))
+    opt.add_argument("--max-nonfinite-steps", dest="max_nonfinite_steps", type=int,
+                     default=default("max_nonfinite_steps"),
+                     help="non-finite steps are skipped with a warning; stop after this many in a row")
     opt.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest when other jobs share the CPU)")
 
     loss = p.add_argument_group("losses (defaults: AnimeGANv2 when unpaired, pix2pix when paired)")
@@ -97,7 +104,10 @@ def main(config: GanTrainConfig) -> dict:
 
 @cli_errors
 def cli(argv: list[str] | None = None) -> dict:
-    return main(parse_args(argv))
+    result = main(parse_args(argv))
+    if result.get("stopped_by"):  # SIGINT / SIGTERM: checkpoint written, exit 128 + signal like the shell expects
+        raise SystemExit(result["exit_code"])
+    return result
 
 
 if __name__ == "__main__":

@@ -30,8 +30,18 @@ def cli_errors(fn: Callable[..., T]) -> Callable[..., T]:
         except (UserInputError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
             print(f"error: {one_line(err)}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except TrainingStopped as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            raise SystemExit(EXIT_TRAINING_STOPPED) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapper
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite): reported in one line, exit code 1."""
+
+
+EXIT_TRAINING_STOPPED = 1

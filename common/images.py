@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .checkpoints import atomic_write
-from .errors import UserInputError
+from .errors import UserInputError, one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -45,6 +45,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = Image.fromarray(np.nan_to_num((arr - lo) * scale).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
+    if img.mode == "La":  # premultiplied: PIL only converts it to LA (which un-premultiplies)
+        img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -52,28 +54,61 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as upright 8-bit RGB, or raise `UserInputError` naming the file."""
-    path = Path(path)
+def _open_checked(path: Path) -> None:
     if not path.exists():
         raise UserInputError(f"{path}: file not found")
     if path.is_dir():
         raise UserInputError(f"{path}: is a folder, expected an image file")
     if path.stat().st_size == 0:
         raise UserInputError(f"{path}: empty file")
+
+
+def _read(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """(upright RGB image, its full upright size); shrunk to fit `max_side` when given. JPEGs are decoded
+    directly at a reduced scale (libjpeg DCT scaling), so a huge photo never needs its full-size buffer."""
+    _open_checked(path)
     try:
         with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
+            full = img.size
             if img.width < 1 or img.height < 1:
                 raise UserInputError(f"{path}: image has no pixels")
-            return _to_rgb(img)
+            if max_side and max(full) > max_side and img.format == "JPEG":
+                img.draft("RGB", (max(1, full[0] * max_side // max(full)), max(1, full[1] * max_side // max(full))))
+            img.load()
+            # EXIF orientations 5-8 swap width and height: report the upright size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                full = full[::-1]
+            img = ImageOps.exif_transpose(img) or img
+            rgb = _to_rgb(img)
     except UserInputError:
         raise
     except Image.DecompressionBombError:
         raise UserInputError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserInputError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise UserInputError(f"{path}: not a readable image ({type(err).__name__}: {one_line(err)})") from None
+    target = capped_size(full, max_side) if max_side else full
+    if rgb.size != target:  # JPEG draft scales by 1/2^k, rounding up: finish at the exact capped size
+        rgb = rgb.resize(target, Image.LANCZOS, reducing_gap=3.0)
+    return rgb, full
+
+
+def capped_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so the long side is at most `max_side`, aspect kept, each side at least 1."""
+    scale = min(1.0, max_side / max(size))
+    return tuple(max(1, round(side * scale)) for side in size)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as upright 8-bit RGB, or raise `UserInputError` naming the file."""
+    return _read(Path(path), None)[0]
+
+
+def load_image_capped(path: str | os.PathLike, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Like `load_image`, but shrunk so the long side is at most `max_side` (None: no cap); also returns
+    the image's full upright (width, height) so callers can print a notice when it was capped."""
+    if max_side is not None and max_side < 1:
+        raise UserInputError(f"max side must be positive, got {max_side}")
+    return _read(Path(path), max_side)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -50,3 +50,19 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
         cuda = [state[k] for k in sorted(k for k in state if k.startswith("rng.cuda."))]
         if cuda:
             torch.cuda.set_rng_state_all(cuda)
+
+
+def without_global_rng_draws(loader):
+    """Iterate `loader`, undoing the global torch RNG draw its iterator creation makes (DataLoader draws a base
+    seed there unless it has its own generator, which accelerate's multi-process loaders drop). A run resumed
+    mid-epoch creates one more iterator than the original; without this its noise stream would shift."""
+    iterator = iter(loader)
+    state = torch.get_rng_state()
+    try:
+        first = next(iterator)  # creating the underlying iterator happens at the first next()
+    except StopIteration:
+        return
+    finally:
+        torch.set_rng_state(state)
+    yield first
+    yield from iterator

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from common.checkpoints import save_json
 from common.cli import OneLineErrorParser
 from common.errors import UserInputError, cli_errors
 from common.images import list_images, load_image
@@ -199,6 +200,8 @@ class EvalConfig:
     families: tuple[str, ...] = field(default_factory=lambda: tuple(EDIT_FAMILIES))
     # optional JSON file for the result
     json_out: Path | None = None
+    # replace an existing --json file
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.gan is None and self.editor is None:
@@ -215,6 +218,14 @@ class EvalConfig:
         unknown = [f for f in self.families if f not in EDIT_FAMILIES]
         if unknown or not self.families:
             raise ValueError(f"--families: unknown {unknown or 'empty'}; choose from {', '.join(EDIT_FAMILIES)}")
+        if self.json_out is not None:  # checked before minutes of evaluation, not after
+            out = Path(self.json_out)
+            if out.is_dir():
+                raise UserInputError(f"--json {out}: is a folder, expected a file name")
+            if not out.parent.is_dir():
+                raise UserInputError(f"--json {out}: folder {out.parent} does not exist")
+            if out.exists() and not self.overwrite:
+                raise UserInputError(f"--json {out}: already exists (pass --overwrite to replace it)")
 
 
 def main(config: EvalConfig) -> dict:
@@ -226,7 +237,7 @@ def main(config: EvalConfig) -> dict:
     print(format_table(result))
     print(f"\noverall: {'PASS' if result['pass'] else 'FAIL'}")
     if config.json_out:
-        Path(config.json_out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        save_json(result, config.json_out)  # atomic: an interrupted run never leaves half a file
     return result
 
 
@@ -243,10 +254,11 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     p.add_argument("--device", default="cpu")
     p.add_argument("--families", nargs="+", choices=list(EDIT_FAMILIES), default=list(EDIT_FAMILIES))
     p.add_argument("--json", dest="json_out", type=Path, help="also write the result as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     a = p.parse_args(argv)
     return EvalConfig(gan=a.gan, editor=a.editor, data=a.data, per_family=a.per_family, size=a.size,
                       gan_views=a.gan_views, gan_size=a.gan_size, seed=a.seed, device=a.device,
-                      families=tuple(a.families), json_out=a.json_out)
+                      families=tuple(a.families), json_out=a.json_out, overwrite=a.overwrite)
 
 
 @cli_errors

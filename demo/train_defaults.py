@@ -26,7 +26,7 @@ CONFIGS = Path(__file__).parent / "configs"
 class DefaultsConfig:
     work_dir: str = "work_data"        # data, runs and logs (not committed)
     seed: int = 0
-    gan_steps: int = 2200              # optimizer steps of the GAN (init phase included)
+    gan_steps: int = 1800              # optimizer steps of the GAN (init phase included)
     edit_steps: int = 3000             # UNet optimizer steps of the editor
     vae_steps: int = 1200              # VAE pre-training steps of the editor
     skip_data: bool = False            # reuse <work_dir>/demo if it is already built
@@ -46,9 +46,14 @@ def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
             "--data-dir", str(data / "gan"), "--dataset", "Cartoon", "--image-size", "128",
             "--batch-size", "4", "--gen-width", "16", "--gen-depth", "3", "--gen-res-blocks", "2",
             "--disc-width", "32", "--disc-layers", "3", "--content_backbone", "efficientnet_lite0",
-            # a strong YUV colour term keeps the palette of the photo (weaker settings drift to a tint)
-            "--chromatic_loss_weight", "30", "--threads", "1",
-            "--initial-epochs", "2", "--epochs", "1000", "--max-steps", str(cfg.gan_steps),
+            # Tuned for five style photos and a CPU budget: a residual generator (starts at the identity, so
+            # no content-only init phase), a discriminator that judges luminance only, adversarial weight 20
+            # instead of AnimeGANv2's 300, and a strong YUV colour term. Without these the style palette and
+            # D's "gray style = fake" term pulled every output to false colours (magenta faces, green grass).
+            "--gen-residual", "--luma-discriminator",
+            "--adversarial_loss_gen_weight", "20", "--adversarial_loss_disc_weight", "20",
+            "--chromatic_loss_weight", "40", "--threads", "1",
+            "--initial-epochs", "0", "--epochs", "1000", "--max-steps", str(cfg.gan_steps),
             "--initial-lr", "1e-3", "--lr-generator", "2e-4", "--lr-discriminator", "4e-4",
             "--save-interval", "2", "--log-interval", "20", "--seed", str(cfg.seed),
             "--checkpoint-dir", str(run), "--save-image-dir", str(run / "images"), "--overwrite"]

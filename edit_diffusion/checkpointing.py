@@ -4,6 +4,7 @@ frozen but not reproducible from the base model (a pre-trained from-scratch VAE,
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -57,17 +58,30 @@ def _frozen_to_save(config) -> list[str]:
 
 
 def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -> Path:
-    """Write checkpoint-<step> and prune to --checkpoints_total_limit."""
+    """Write checkpoint-<step> and prune to --checkpoints_total_limit. Called on every rank (accelerate writes
+    each rank's RNG state). The folder is filled under a temporary name and renamed when complete, so a run
+    killed mid-save leaves the previous checkpoints as they were and `latest` never finds half a folder."""
     path = out_dir / f"checkpoint-{step}"
-    accelerator.save_state(str(path), safe_serialization=True)
-    for name in _frozen_to_save(config):
-        getattr(parts, name).save_pretrained(str(path / name), safe_serialization=True)
-    if ema is not None:
-        tensors = {f"shadow.{i:05d}": p for i, p in enumerate(ema.shadow_params)}
-        save_tensors(tensors, path / "ema.safetensors",
-                     metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
-    save_json({"global_step": step, "config": config.to_dict()}, path / "trainer_state.json")
-    prune(out_dir, config.checkpoints_total_limit)
+    tmp = out_dir / f".{path.name}.tmp"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)  # left by a run killed while saving
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        for name in _frozen_to_save(config):
+            getattr(parts, name).save_pretrained(str(tmp / name), safe_serialization=True)
+        if ema is not None:
+            tensors = {f"shadow.{i:05d}": p for i, p in enumerate(ema.shadow_params)}
+            save_tensors(tensors, tmp / "ema.safetensors",
+                         metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
+        save_json({"global_step": step, "config": config.to_dict()}, tmp / "trainer_state.json")
+    accelerator.wait_for_everyone()  # every rank's files are in tmp
+    if accelerator.is_main_process:
+        if path.exists():  # the same step saved before (a resumed run stopped again at once)
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        prune(out_dir, config.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
     return path
 
 

@@ -16,8 +16,8 @@ SCHEDULER_NAMES = ("euler_a", "ddim", "dpmpp", "lcm")
 def _positive(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if value is None or value <= 0:
-        raise ValueError(f"--{name} must be positive, got {value!r}")
+    if value is None or not 0 < value < float("inf"):  # `not 0 < v` also refuses nan
+        raise ValueError(f"--{name} must be a finite positive number, got {value!r}")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class EditTrainConfig:
     use_ema: bool = False
     ema_decay: float = 0.9999
     seed: int | None = None
+    max_nonfinite_steps: int = 5            # non-finite losses are skipped with a warning; stop after this many in a row
     # --- checkpoints, logging, validation ------------------------------------------------------------
     output_dir: str = "instruct-pix2pix-model"
     logging_dir: str = "logs"               # relative to output_dir
@@ -111,7 +112,7 @@ class EditTrainConfig:
         if not 0.0 <= self.conditioning_dropout_prob <= 1.0 / 3.0:
             raise ValueError("--conditioning_dropout_prob must lie in [0, 1/3] (it is applied to text, image "
                              f"and both), got {self.conditioning_dropout_prob}")
-        for name in ("resolution", "vae_pretrain_crop", "train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+        for name in ("max_nonfinite_steps", "resolution", "vae_pretrain_crop", "train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
                      "learning_rate", "checkpointing_steps", "validation_steps", "num_validation_images"):
             _positive(name, getattr(self, name))
         for name in ("max_train_steps", "checkpoints_total_limit", "lora_rank", "default_steps",

@@ -192,8 +192,11 @@ class EditDataset(torch.utils.data.Dataset):
     """Training items {"input_pixels", "edited_pixels": (3, R, R) in [-1, 1], "input_ids": (L,)}."""
 
     def __init__(self, triplets: list[Triplet], tokenizer, resolution: int, center_crop: bool = False,
-                 random_flip: bool = False, cache: str = "auto"):
+                 random_flip: bool = False, cache: str = "auto", seed: int | None = None):
         self.triplets = triplets
+        # crops / flips are drawn from (seed, epoch, index); None: a seed drawn from torch's RNG
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,))) if seed is None else seed
+        self.epoch = 0
         self.resolution = resolution
         self.center_crop, self.random_flip = center_crop, random_flip
         self.input_ids = tokenize_prompts(tokenizer, [t.edit_prompt for t in triplets])
@@ -207,9 +210,14 @@ class EditDataset(torch.utils.data.Dataset):
     def pair(self, index: int) -> torch.Tensor:
         return self._pairs[index] if self.cached else to_uint8_pair(self.triplets[index], self.resolution)
 
+    def set_epoch(self, epoch: int) -> None:
+        """accelerate's loader calls this every epoch (and on a resumed, batch-skipping loader)."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        # torch's RNG drives crops so seeding / worker seeding applies
-        rng = random.Random(int(torch.randint(0, 2**31 - 1, (1,))))
+        # A pure function of (seed, epoch, index), not of the global RNG: the loader prefetches a batch ahead, so
+        # global draws would interleave with the training step's and a resumed run could not redraw the same ones
+        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
         pair = joint_crop_flip(self.pair(index), self.resolution, self.center_crop, self.random_flip, rng)
         pixels = pair.float() / 127.5 - 1.0
         return {"input_pixels": pixels[0], "edited_pixels": pixels[1], "input_ids": self.input_ids[index]}

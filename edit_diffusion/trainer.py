@@ -3,6 +3,7 @@ then the UNet (and optionally text encoder) phase with EMA, accumulation, mixed 
 clipping, resumable safetensors checkpoints, TensorBoard scalars and validation edits."""
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import sys
@@ -18,7 +19,9 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from common.checkpoints import save_json
-from common.errors import TrainingStopped
+from common.distributed import cpu_multiprocess
+from common.seeding import without_global_rng_draws
+from common.errors import TrainingStopped, UserInputError
 from common.images import load_image, pil_to_tensor
 from common.interrupt import GracefulStop, all_ranks_true
 from common.tensorboard import image_grid, log_grid, log_scalars
@@ -33,7 +36,6 @@ from .scratch import pretrain_vae
 from .step import edit_loss
 
 logger = logging.getLogger(__name__)
-MAX_NONFINITE = 5  # consecutive non-finite losses (skipped batches) before training stops
 
 
 def make_pipeline(parts, unet, scheduler_name: str) -> StableDiffusionInstructPix2PixPipeline:
@@ -77,23 +79,30 @@ def train(config: EditTrainConfig) -> dict:
     # --- Setup ---------------------------------------------------------------------------------------
     out_dir = Path(config.output_dir)
     accelerator = Accelerator(
+        cpu=cpu_multiprocess(),  # torchrun on CPUs: form a gloo group instead of N independent runs
         gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision,
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / config.logging_dir)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     if config.seed is not None:
         set_seed(config.seed)
+    # every input is checked before anything is written: a bad flag or file leaves the output folder untouched
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"--output_dir {out_dir}: exists and is not a folder")
+    resume_dir = ckpt.find_resume_dir(out_dir, config.resume_from_checkpoint)
     validation_image = load_image(config.validation_image) if config.validation_image else None
+    columns = Columns(config.original_image_column, config.edit_prompt_column, config.edited_image_column)
+    triplets = read_triplets(config.dataset_name, config.train_data_dir, columns)
     if config.push_to_hub:
         ckpt.check_hub_reachable(config.hub_model_id or out_dir.name)
+
+    # --- Create model ----------------------------------------------------------------------------------
+    parts, noise_scheduler = build_components(config)
     writer = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_json(config.to_dict(), out_dir / "train_config.json")
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out_dir / config.logging_dir))
-
-    # --- Create model ----------------------------------------------------------------------------------
-    parts, noise_scheduler = build_components(config)
     prediction_type = noise_scheduler.config.prediction_type
     scheduler_name = edit_scheduler_name(config, prediction_type)
     logger.info("editing scheduler for validation and the saved pipeline: %s", scheduler_name)
@@ -110,19 +119,19 @@ def train(config: EditTrainConfig) -> dict:
             text_encoder.gradient_checkpointing_enable()
 
     # --- Data -------------------------------------------------------------------------------------------
-    columns = Columns(config.original_image_column, config.edit_prompt_column, config.edited_image_column)
-    triplets = read_triplets(config.dataset_name, config.train_data_dir, columns)
     if config.max_train_samples is not None:
         triplets = triplets[:config.max_train_samples]
     dataset = EditDataset(triplets, parts.tokenizer, config.resolution, config.center_crop, config.random_flip,
-                          config.cache_images)
+                          config.cache_images, seed=config.seed)
+    # own generator: creating a loader iterator draws a base seed from it instead of from the global RNG, so a
+    # resumed run (which creates one more iterator) keeps the noise / timestep / dropout stream of the original
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True,
-                                         num_workers=config.dataloader_num_workers, drop_last=False)
+                                         num_workers=config.dataloader_num_workers, drop_last=False,
+                                         generator=torch.Generator().manual_seed(dataset.seed))
     null_ids = parts.tokenizer([""], padding="max_length", max_length=parts.tokenizer.model_max_length,
                                return_tensors="pt").input_ids[0]
 
     # --- Resume: checkpoint components not held by the accelerator state --------------------------------------
-    resume_dir = ckpt.find_resume_dir(out_dir, config.resume_from_checkpoint)
     if resume_dir is not None:
         ckpt.restore_frozen_components(resume_dir, parts)
     elif config.vae_pretrain_steps:
@@ -142,9 +151,10 @@ def train(config: EditTrainConfig) -> dict:
         trainable += list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
-    updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    # each process gets 1/N of the batches once the loader is prepared (accelerate shards it, rounding up)
+    updates_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes)
+                                  / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
-    num_epochs = math.ceil(max_steps / updates_per_epoch)
     lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=max_steps * accelerator.num_processes)
@@ -168,6 +178,7 @@ def train(config: EditTrainConfig) -> dict:
         accelerator.load_state(str(resume_dir))
         global_step = ckpt.load_trainer_state(resume_dir, ema)
         accelerator.print(f"resumed from {resume_dir.name} at step {global_step}")
+    updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)  # the prepared, per-rank loader
     first_epoch = global_step // updates_per_epoch
     skip_batches = (global_step % updates_per_epoch) * config.gradient_accumulation_steps
 
@@ -178,13 +189,15 @@ def train(config: EditTrainConfig) -> dict:
     loss_value, window_start, window_samples, nonfinite = float("nan"), time.perf_counter(), 0, 0
     stopping = False
     with GracefulStop() as stop:
-        for epoch in range(first_epoch, num_epochs):
+        # epochs until max_steps optimisation steps are done (batches skipped for a non-finite loss do not count)
+        for epoch in itertools.count(first_epoch):
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch)
+            dataset.set_epoch(epoch)  # accelerate skips the dataset's set_epoch when its sampler has one
             epoch_loader = loader
             if epoch == first_epoch and skip_batches:
                 epoch_loader = accelerator.skip_first_batches(loader, skip_batches)
-            for batch in epoch_loader:
+            for batch in without_global_rng_draws(epoch_loader):
                 models = (unet, text_encoder) if config.train_text_encoder else (unet,)
                 with accelerator.accumulate(*models):
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -204,7 +217,7 @@ def train(config: EditTrainConfig) -> dict:
                     nonfinite += 1
                     print(f"warning: non-finite loss at step {global_step + 1}; batch skipped ({nonfinite} in a row)",
                           file=sys.stderr)
-                    if nonfinite >= MAX_NONFINITE:
+                    if nonfinite >= config.max_nonfinite_steps:
                         raise TrainingStopped(f"training stopped: {nonfinite} non-finite losses in a row at step "
                                               f"{global_step + 1}; the last checkpoint in {out_dir} is kept (try a "
                                               "lower --learning_rate or --mixed_precision no, then resume)")
@@ -226,8 +239,10 @@ def train(config: EditTrainConfig) -> dict:
                     log_scalars(writer, {"loss/train": loss_value, "lr/unet": lr_scheduler.get_last_lr()[0],
                                          "perf/samples_per_sec": window_samples / elapsed}, global_step)
                     window_start, window_samples = time.perf_counter(), 0
-                    if global_step % config.checkpointing_steps == 0 or stopping:
-                        ckpt.save_checkpoint(accelerator, out_dir, global_step, config, parts, ema)
+                if global_step % config.checkpointing_steps == 0 or stopping:
+                    # every rank: accelerate saves each rank's RNG state (and FSDP / DeepSpeed shards)
+                    ckpt.save_checkpoint(accelerator, out_dir, global_step, config, parts, ema)
+                if accelerator.is_main_process:
                     if validation_image is not None and global_step % config.validation_steps == 0 and not stopping:
                         with ckpt.ema_weights(ema, accelerator.unwrap_model(unet)):
                             validate(config, parts, accelerator.unwrap_model(unet), validation_image, writer,

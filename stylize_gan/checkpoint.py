@@ -2,8 +2,9 @@
 
 - generator.safetensors: weights + metadata {format, architecture, kwargs (JSON)}: rebuilds from the file alone.
 - discriminator.safetensors: same layout for D.
-- training_state.safetensors: optimizer state tensors + RNG state; the rest (param groups, step, epoch, optimizer
-  scalars) as JSON in the metadata.
+- training_state.safetensors: optimizer state tensors + RNG state + a copy of the G and D weights; the rest (param
+  groups, step, epoch, optimizer scalars) as JSON in the metadata. Written last, in one atomic rename, it is a
+  complete checkpoint by itself: a run killed between the four files resumes from it, never from a mix of saves.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .networks import DISCRIMINATORS, GENERATORS
 GENERATOR_FORMAT = "stylize_gan.generator"
 DISCRIMINATOR_FORMAT = "stylize_gan.discriminator"
 STATE_FORMAT = "stylize_gan.training_state"
+MODEL_PREFIX = "model."  # training_state keys "model.<name>.<state-dict key>": the weights of that save
 FORMAT_VERSION = "1"
 
 
@@ -117,9 +119,12 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict, prefix: st
 
 
 def save_training_state(path: str | os.PathLike, optimizers: dict[str, torch.optim.Optimizer],
-                        rng: dict[str, torch.Tensor], info: dict) -> None:
-    """Optimizers (name -> optimizer), RNG tensors and a JSON-able `info` (step, epoch, ...) in one file."""
+                        rng: dict[str, torch.Tensor], info: dict, models: dict[str, nn.Module] | None = None) -> None:
+    """Optimizers (name -> optimizer), RNG tensors, a JSON-able `info` (step, epoch, ...) and optionally the
+    models' weights (name -> module) in one file."""
     tensors = dict(rng)
+    for name, net in (models or {}).items():
+        tensors.update({f"{MODEL_PREFIX}{name}.{k}": v for k, v in net.state_dict().items()})
     info = dict(info, optimizers={})
     for name, opt in optimizers.items():
         opt_tensors, opt_info = flatten_optimizer(opt, f"optim.{name}")
@@ -140,3 +145,13 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict[str, dict], dict[
                   for name, opt_info in info.pop("optimizers").items()}
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     return optimizers, rng, info
+
+
+def load_model_states(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
+    """name -> state dict of the weights stored in a training state file (empty for files without them)."""
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_tensors(path).items():
+        if key.startswith(MODEL_PREFIX):
+            name, sub = key[len(MODEL_PREFIX):].split(".", 1)
+            states.setdefault(name, {})[sub] = value
+    return states

@@ -42,10 +42,12 @@ class GanTrainConfig:
     gen_width: int = 32                    # channels of the first generator level (doubles per level, capped x8)
     gen_depth: int = 3                     # number of stride-2 levels; inputs are padded to 2**gen_depth
     gen_res_blocks: int = 4                # residual blocks at the lowest resolution
+    gen_residual: bool = False             # generator predicts a change of the input (starts at the identity)
     norm: str = "layer"                    # generator normalization: instance / layer / group (AnimeGANv2: layer)
     discriminator: str = "patch"           # key of networks.DISCRIMINATORS
     disc_width: int = 64                   # channels of the first discriminator conv
     disc_layers: int = 3                   # stride-2 convs of the PatchGAN (receptive field 70 px at 3)
+    luma_discriminator: bool = False       # unpaired: D sees luminance only (keeps the photo's colours)
     use_spectral_norm: bool = True         # spectral norm on every discriminator conv
     content_backbone: str = "vgg19"        # key of backbones.BACKBONES (efficientnet_lite0 works offline)
     vgg_weights: str | None = None         # torchvision vgg19 weights file (default: the torch hub cache)
@@ -61,6 +63,7 @@ class GanTrainConfig:
     max_steps: int | None = None           # stop after this many optimizer steps (counted over all phases)
     seed: int = 0
     mixed_precision: str = "no"            # accelerate mixed precision: no / fp16 / bf16
+    max_nonfinite_steps: int = 10          # stop with an error after this many non-finite (skipped) steps in a row
     threads: int | None = None             # CPU threads for torch (default: torch's choice); 1 is fastest on a
                                            # busy machine, where OpenMP threads spin against other processes
 
@@ -117,6 +120,7 @@ class GanTrainConfig:
         _positive("--disc-layers", self.disc_layers)
         _positive("--save-interval", self.save_interval)
         _positive("--log-interval", self.log_interval)
+        _positive("--max-nonfinite-steps", self.max_nonfinite_steps)
         if self.gen_depth > 6:
             raise ValueError(f"--gen-depth must be at most 6, got {self.gen_depth}")
         if self.gen_res_blocks < 0:
@@ -131,15 +135,16 @@ class GanTrainConfig:
             raise ValueError(f"--initial-epochs must be in [0, --epochs={self.epochs}], got {self.initial_epochs}")
         for flag, value in (("--initial-lr", self.initial_lr), ("--lr-generator", self.lr_generator),
                             ("--lr-discriminator", self.lr_discriminator)):
-            if not value > 0:
-                raise ValueError(f"{flag} must be > 0, got {value}")
+            if not 0 < value < float("inf"):
+                raise ValueError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.initial_epochs > 0 and self.content_loss_weight <= 0 and self.l1_loss_weight <= 0:
             raise ValueError("--initial-epochs > 0 needs --content_loss_weight > 0 (or --l1_loss_weight when paired)")
         for name in MODE_DEFAULTS["unpaired"]:
-            if name != "initial_epochs" and getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+            # `not >= 0` also refuses nan (which compares False with everything); inf is refused too
+            if name != "initial_epochs" and not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"--{name} must be a finite number >= 0, got {getattr(self, name)}")
 
     @property
     def needs_backbone(self) -> bool:
@@ -148,7 +153,7 @@ class GanTrainConfig:
 
     def generator_kwargs(self) -> dict:
         return dict(in_channels=3, out_channels=3, width=self.gen_width, depth=self.gen_depth,
-                    res_blocks=self.gen_res_blocks, norm=self.norm)
+                    res_blocks=self.gen_res_blocks, norm=self.norm, residual=self.gen_residual)
 
     def discriminator_kwargs(self) -> dict:
         in_channels = 6 if self.mode == "paired" else 3  # paired D sees cat(source, target)

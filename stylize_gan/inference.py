@@ -65,7 +65,9 @@ def stylize_tensor(generator: nn.Module, x: torch.Tensor, tile: int = 1024, over
     if h <= tile and w <= tile:
         return generator(x.to(device)).float().cpu()
     scale = min(1.0, stats_size / max(h, w))
-    thumb = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+    # explicit size: a scale factor would round a very thin image's short side down to 0 pixels
+    thumb = x if scale == 1.0 else F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                                                 mode="area")
     multiple = getattr(generator, "multiple", 1)
     if tile % multiple:
         raise ValueError(f"tile ({tile}) must be a multiple of the generator stride {multiple}")

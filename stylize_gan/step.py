@@ -30,6 +30,10 @@ class Nets:
     generator: nn.Module
     discriminator: nn.Module
     backbone: nn.Module | None             # frozen feature CNN, None when no content / gram loss is used
+    # Unpaired only: D judges luminance alone, so the style's palette cannot pull G's colours (those come
+    # from the photo through the colour loss) and only cartoon structure (flat regions, ink) is learned.
+    # The "grayscale style = fake" term is dropped then: in luminance it equals the real style.
+    luma_discriminator: bool = False
 
 
 @dataclass
@@ -47,8 +51,20 @@ def _backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
+def all_finite(loss: torch.Tensor, params) -> bool:
+    """True when the loss and the gradients of `params` are finite: a NaN / inf step must not reach the weights."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        return False
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+
+
+# check(loss, params) -> bool: whether to apply this optimizer step (the trainer makes it agree across ranks)
+FiniteCheck = Callable[[torch.Tensor, object], bool]
+
+
 def _d_logits_and_loss(batch: Batch, disc: nn.Module, fake: torch.Tensor,
-                       adv: L.AdversarialLoss) -> dict[str, torch.Tensor]:
+                       adv: L.AdversarialLoss, luma: bool = False) -> dict[str, torch.Tensor]:
     """Discriminator terms on a detached (or frozen-D) fake. One D forward over the stacked inputs."""
     if batch.paired:
         # conditional D (pix2pix): sees cat(source, image); real = target, fake = G(source)
@@ -59,6 +75,13 @@ def _d_logits_and_loss(batch: Batch, disc: nn.Module, fake: torch.Tensor,
         terms["d_adv"] = 0.5 * (terms["d_real"] + terms["d_fake"])  # pix2pix halves D's objective
         return terms
     gray = L.grayscale(batch.style)
+    if luma:
+        real, fake_logits, smooth_logits = disc(
+            torch.cat([gray, L.grayscale(fake), L.grayscale(batch.smooth)])).chunk(3)
+        terms = {"d_real": adv.d_real(real), "d_fake": adv.d_fake(fake_logits),
+                 "d_smooth": L.SMOOTH_FAKE_WEIGHT * adv.d_fake(smooth_logits)}
+        terms["d_adv"] = sum(terms.values())
+        return terms
     real, fake_logits, gray_logits, smooth_logits = disc(
         torch.cat([batch.style, fake, gray, batch.smooth])).chunk(4)
     return L.animegan_d_loss(adv, real, fake_logits, gray_logits, smooth_logits)
@@ -89,28 +112,35 @@ def _g_terms(batch: Batch, nets: Nets, fake: torch.Tensor, w: LossWeights) -> di
 
 def gan_step(batch: Batch, nets: Nets, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              w: LossWeights, adv: L.AdversarialLoss,
-             backward: Callable[[torch.Tensor], None] = _backward) -> dict[str, float]:
-    """One adversarial step: update D on detached fakes, then G against the updated, frozen D."""
+             backward: Callable[[torch.Tensor], None] = _backward,
+             check: FiniteCheck = all_finite) -> dict[str, float]:
+    """One adversarial step: update D on detached fakes, then G against the updated, frozen D. A phase whose
+    loss or gradients are not finite is skipped (`check` decides, and can count the skips)."""
     gen, disc = nets.generator, nets.discriminator
     fake = gen(batch.source)  # (B, 3, H, W), kept for the G phase
 
     # --- D phase: fakes detached, so no gradient reaches G
     requires_grad(disc, True)
     opt_d.zero_grad(set_to_none=True)
-    d_terms = _d_logits_and_loss(batch, disc, fake.detach(), adv)
+    d_terms = _d_logits_and_loss(batch, disc, fake.detach(), adv, nets.luma_discriminator and not batch.paired)
     d_total = w.adv_d * d_terms["d_adv"]
     backward(d_total)
-    opt_d.step()
+    if check(d_total, disc.parameters()):
+        opt_d.step()
 
     # --- G phase: D frozen (its weights get no gradient), G gets adversarial + content terms
     requires_grad(disc, False)
     opt_g.zero_grad(set_to_none=True)
-    fake_in = torch.cat([batch.source, fake], dim=1) if batch.paired else fake
+    if batch.paired:
+        fake_in = torch.cat([batch.source, fake], dim=1)
+    else:
+        fake_in = L.grayscale(fake) if nets.luma_discriminator else fake
     g_terms = {"g_adv": w.adv_g * adv.g(disc(fake_in))}
     g_terms.update(_g_terms(batch, nets, fake, w))
     g_total = sum(g_terms.values())
     backward(g_total)
-    opt_g.step()
+    if check(g_total, gen.parameters()):
+        opt_g.step()
     requires_grad(disc, True)
 
     out = {k: float(v.detach()) for k, v in d_terms.items() if k != "d_adv"}
@@ -120,7 +150,8 @@ def gan_step(batch: Batch, nets: Nets, opt_g: torch.optim.Optimizer, opt_d: torc
 
 
 def init_step(batch: Batch, nets: Nets, opt_g: torch.optim.Optimizer, w: LossWeights,
-              backward: Callable[[torch.Tensor], None] = _backward) -> dict[str, float]:
+              backward: Callable[[torch.Tensor], None] = _backward,
+              check: FiniteCheck = all_finite) -> dict[str, float]:
     """AnimeGAN init phase: train G alone to reconstruct content (content loss; L1 to target when paired)."""
     opt_g.zero_grad(set_to_none=True)
     fake = nets.generator(batch.source)
@@ -130,7 +161,8 @@ def init_step(batch: Batch, nets: Nets, opt_g: torch.optim.Optimizer, w: LossWei
         raise ValueError("the init phase needs --content_loss_weight > 0 (or --l1_loss_weight > 0 when paired)")
     total = sum(terms.values())
     backward(total)
-    opt_g.step()
+    if check(total, nets.generator.parameters()):
+        opt_g.step()
     out = {k: float(v.detach()) for k, v in terms.items()}
     out["g_total"] = float(total.detach())
     return out

@@ -2,6 +2,7 @@
 atomic checkpoints and exact resumption."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.checkpoints import save_json
-from common.errors import UserInputError
+from common.errors import TrainingStopped, UserInputError
+from common.distributed import cpu_multiprocess
 from common.images import load_image, pil_to_tensor
+from common.interrupt import GracefulStop, all_ranks_true
 from common.seeding import restore_rng_state, rng_state_tensors, seed_everything
 from common.tensorboard import image_grid, log_grid, log_scalars
 
@@ -23,7 +26,7 @@ from .data import (EpochSampler, PairedDataset, UnpairedDataset, find_paired, fi
                    make_augment, to_float)
 from .losses import ADVERSARIAL_LOSSES
 from .networks import build_discriminator, build_generator
-from .step import Batch, LossWeights, Nets, gan_step, init_step
+from .step import Batch, LossWeights, Nets, all_finite, gan_step, init_step
 
 ADAM_BETAS = (0.5, 0.999)  # AnimeGAN / pix2pix
 GENERATOR_FILE = "generator.safetensors"
@@ -36,7 +39,8 @@ CONFIG_FILE = "config.json"
 class Progress:
     step: int = 0            # optimizer steps done (both phases)
     epoch: int = 0           # current epoch
-    batch_in_epoch: int = 0  # batches of `epoch` already done (non-zero only after a --max-steps stop)
+    batch_in_epoch: int = 0  # batches of `epoch` already done (non-zero only after a --max-steps stop or a signal)
+    logs: dict | None = None  # the last step's losses
 
 
 def learning_rates(step: int, config: GanTrainConfig, steps_per_epoch: int) -> tuple[float, float]:
@@ -91,6 +95,8 @@ def make_batch(raw: dict[str, torch.Tensor], augment, paired: bool, need_style: 
 
 
 def _check_checkpoint_dir(config: GanTrainConfig, ckpt_dir: Path) -> None:
+    if ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise UserInputError(f"--checkpoint-dir {ckpt_dir}: exists and is not a folder")
     has_checkpoint = (ckpt_dir / GENERATOR_FILE).exists()
     if config.resume_cond == "none" and has_checkpoint and not config.overwrite:
         raise UserInputError(f"{ckpt_dir} already holds a checkpoint; pass --resume_cond gen_dis to continue it, "
@@ -114,15 +120,48 @@ def checkpoint_paths(ckpt_dir: Path) -> dict[str, Path]:
             "training_state": ckpt_dir / STATE_FILE, "config": ckpt_dir / CONFIG_FILE}
 
 
-def save_checkpoint(ckpt_dir: Path, config: GanTrainConfig, gen, disc, opt_g, opt_d, progress: Progress) -> dict:
+def gathered_rng_states(accelerator) -> dict[str, torch.Tensor]:
+    """This rank's RNG state as `rng.*`, plus every rank's as `rng.rank<r>.*` when there are several (a collective:
+    all ranks call it), so each rank of a resumed run continues its own augmentation stream."""
+    local = rng_state_tensors()
+    if accelerator.num_processes == 1:
+        return local
+    states = dict(local)
+    for key, value in local.items():
+        every = accelerator.gather(value[None].to(accelerator.device)).cpu()  # (world, ...)
+        states.update({f"rng.rank{r}.{key[len('rng.'):]}": every[r] for r in range(accelerator.num_processes)})
+    return states
+
+
+def restore_rank_rng(rng: dict[str, torch.Tensor], accelerator) -> None:
+    """Restore this rank's saved stream; a checkpoint from another number of processes gives rank r the saved
+    main stream re-seeded by r (the data split differs then anyway, so exact continuation is impossible)."""
+    prefix = f"rng.rank{accelerator.process_index}."
+    own = {"rng." + k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}
+    saved_world = len({k.split(".")[1] for k in rng if k.startswith("rng.rank")}) or 1
+    if own and saved_world == accelerator.num_processes:
+        restore_rng_state(own)
+        return
+    restore_rng_state(rng)
+    if accelerator.num_processes > 1 or saved_world > 1:
+        if accelerator.is_main_process:
+            print(f"warning: checkpoint saved by {saved_world} process(es), resuming with {accelerator.num_processes}: "
+                  "random streams re-seeded, so the run continues but not bit-exactly", file=sys.stderr)
+        torch.manual_seed(int(torch.randint(2**62, (1,))) + accelerator.process_index)
+
+
+def save_checkpoint(ckpt_dir: Path, config: GanTrainConfig, gen, disc, opt_g, opt_d, progress: Progress,
+                    rng: dict[str, torch.Tensor] | None = None) -> dict:
     """Write the four checkpoint files (each atomically); the state file last, it marks a complete save."""
     info = {"step": progress.step, "epoch": progress.epoch, "batch_in_epoch": progress.batch_in_epoch}
     paths = checkpoint_paths(ckpt_dir)
     ckpt.save_generator(gen, paths["generator"], config.generator, config.generator_kwargs(), extra=info)
     ckpt.save_discriminator(disc, paths["discriminator"], config.discriminator, config.discriminator_kwargs())
     save_json(config.to_dict(), paths["config"])
+    # the state file holds the weights too and is written last: it alone is a complete checkpoint
     ckpt.save_training_state(paths["training_state"], {"generator": opt_g, "discriminator": opt_d},
-                             rng_state_tensors(), info)
+                             rng if rng is not None else rng_state_tensors(), info,
+                             models={"generator": gen, "discriminator": disc})
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -133,13 +172,14 @@ def train(config: GanTrainConfig) -> dict:
         torch.set_num_threads(config.threads)
     # find_unused_parameters: in the G phase D runs with requires_grad off, so under DDP its parameters get no
     # gradient in that backward; DDP must be told to expect that (ignored on a single process)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_multiprocess(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     seed_everything(config.seed + accelerator.process_index)
     ckpt_dir = Path(config.checkpoint_dir)
     _check_checkpoint_dir(config, ckpt_dir)
     dataset, samples = build_data(config)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=EpochSampler(len(dataset), config.seed),
+    sampler = EpochSampler(len(dataset), config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
                         drop_last=True, num_workers=config.workers,
                         # own generator: DataLoader draws each iterator's base seed from it, so the global RNG
                         # (augmentations) is not advanced by iterator creation and resuming mid-epoch stays exact
@@ -161,7 +201,11 @@ def train(config: GanTrainConfig) -> dict:
         _load_matching(ckpt_dir / DISCRIMINATOR_FILE, ckpt.DISCRIMINATOR_FORMAT, config.discriminator,
                        config.discriminator_kwargs(), disc)
         opt_states, rng, info = ckpt.load_training_state(ckpt_dir / STATE_FILE)
-        if info["step"] != extra.get("step"):
+        saved = ckpt.load_model_states(ckpt_dir / STATE_FILE)
+        if saved:  # the weights of the same save as the optimizer state (the G / D files may be one save newer)
+            ckpt.load_state_strict(gen, saved["generator"], ckpt_dir / STATE_FILE)
+            ckpt.load_state_strict(disc, saved["discriminator"], ckpt_dir / STATE_FILE)
+        elif info["step"] != extra.get("step"):
             raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
                                  f"(step {info['step']}) come from different saves")
         opt_g.load_state_dict(opt_states["generator"])
@@ -171,7 +215,7 @@ def train(config: GanTrainConfig) -> dict:
     gen, disc, opt_g, opt_d, loader = accelerator.prepare(gen, disc, opt_g, opt_d, loader)
     if backbone is not None:
         backbone.to(accelerator.device)
-    nets = Nets(gen, disc, backbone)
+    nets = Nets(gen, disc, backbone, luma_discriminator=config.luma_discriminator)
     weights, adv = loss_weights(config), ADVERSARIAL_LOSSES[config.adv_loss]
     augment = make_augment(config.image_size)
     steps_per_epoch = len(loader)
@@ -182,19 +226,62 @@ def train(config: GanTrainConfig) -> dict:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(config.log_dir or str(ckpt_dir / "logs"))
     if rng is not None:
-        restore_rng_state(rng)  # after all model construction: the loop continues the saved random streams
+        restore_rank_rng(rng, accelerator)  # after all model construction: the loop continues the saved streams
 
     # --- Train
     bar = tqdm(total=last_step, initial=progress.step, desc="train", unit="step",
                disable=not accelerator.is_local_main_process)
-    batch, logs = None, {}
+    check = _FiniteCheck(accelerator)
     gen.train(), disc.train()
+    with GracefulStop() as stop:
+        _train_loop(config, accelerator, ckpt_dir, nets, opt_g, opt_d, loader, sampler, samples, writer, bar,
+                    weights, adv, augment, steps_per_epoch, last_step, progress, check, stop)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    accelerator.end_training()
+    paths = {name: str(path) for name, path in checkpoint_paths(ckpt_dir).items()}
+    result = {"step": progress.step, "epoch": progress.epoch, "losses": progress.logs, **paths}
+    if stop.requested:
+        print(f"stopped by {stop.signal_name} at step {progress.step}; checkpoint saved in {ckpt_dir} "
+              f"(continue with --resume_cond gen_dis)", file=sys.stderr)
+        result["stopped_by"] = stop.signal_name
+        result["exit_code"] = stop.exit_code
+    return result
+
+
+class _FiniteCheck:
+    """Decides whether an optimizer step may be applied (loss and gradients finite on every rank), and
+    remembers whether any phase of the current step was skipped."""
+
+    def __init__(self, accelerator):
+        self.accelerator, self.skipped = accelerator, False
+
+    def __call__(self, loss: torch.Tensor, params) -> bool:
+        # With the fp16 GradScaler, overflowing gradients are expected and handled (skipped) by the scaler
+        # itself, which must also see them to lower its scale: only the loss is checked then.
+        params = params if self.accelerator.scaler is None else []
+        ok = all_ranks_true(all_finite(loss, params), self.accelerator)
+        self.skipped |= not ok
+        return ok
+
+
+def _train_loop(config: GanTrainConfig, accelerator, ckpt_dir: Path, nets: Nets, opt_g, opt_d, loader,
+                sampler: EpochSampler, samples,
+                writer, bar, weights: LossWeights, adv, augment, steps_per_epoch: int, last_step: int,
+                progress: Progress, check: _FiniteCheck, stop: GracefulStop) -> None:
+    """Epochs of steps until `last_step`, a stop signal, or too many non-finite steps in a row."""
+    gen, disc = nets.generator, nets.discriminator
+    batch, nonfinite, stopping = None, 0, False
     while progress.step < last_step and progress.epoch < config.epochs:
         epoch = progress.epoch
         in_init = epoch < config.initial_epochs
         epoch_loader = accelerator.skip_first_batches(loader, progress.batch_in_epoch) \
             if progress.batch_in_epoch else loader
         epoch_loader.set_epoch(epoch)
+        # and directly: under several processes accelerate's skip wrapper (Skip -> Shard -> Batch -> our sampler)
+        # does not reach the sampler, and a mid-epoch resume would replay epoch 0's order
+        sampler.set_epoch(epoch)
         for raw in epoch_loader:
             lr_g, lr_d = learning_rates(progress.step, config, steps_per_epoch)
             for group in opt_g.param_groups:
@@ -202,10 +289,22 @@ def train(config: GanTrainConfig) -> dict:
             for group in opt_d.param_groups:
                 group["lr"] = lr_d
             batch = make_batch(raw, augment, config.mode == "paired", need_style=not in_init)
+            check.skipped = False
             if in_init:
-                logs = init_step(batch, nets, opt_g, weights, backward=accelerator.backward)
+                logs = init_step(batch, nets, opt_g, weights, backward=accelerator.backward, check=check)
             else:
-                logs = gan_step(batch, nets, opt_g, opt_d, weights, adv, backward=accelerator.backward)
+                logs = gan_step(batch, nets, opt_g, opt_d, weights, adv, backward=accelerator.backward, check=check)
+            progress.logs = logs
+            nonfinite = nonfinite + 1 if check.skipped else 0
+            if nonfinite:
+                bad = ", ".join(f"{k}={v:.3g}" for k, v in logs.items() if v != v or abs(v) == float("inf"))
+                print(f"warning: non-finite loss or gradients at step {progress.step + 1} ({bad or 'gradients'}); "
+                      f"step skipped ({nonfinite} in a row)", file=sys.stderr)
+                if nonfinite >= config.max_nonfinite_steps:
+                    raise TrainingStopped(
+                        f"training stopped: {nonfinite} non-finite steps in a row at step {progress.step + 1}; the "
+                        f"last good checkpoint in {ckpt_dir} is kept (try lower learning rates, smaller loss "
+                        f"weights or --mixed_precision no, then --resume_cond gen_dis)")
             progress.step += 1
             progress.batch_in_epoch += 1
             bar.update(1)
@@ -215,25 +314,25 @@ def train(config: GanTrainConfig) -> dict:
                 scalars = {f"loss/{k}": v for k, v in logs.items()}
                 scalars.update({"lr/generator": lr_g, "lr/discriminator": lr_d})
                 log_scalars(writer, scalars, progress.step)
-            if progress.step >= last_step:
+            stopping = stop.agreed(accelerator)
+            if progress.step >= last_step or stopping:
                 break
         epoch_done = progress.batch_in_epoch >= steps_per_epoch
         if epoch_done:
             progress.epoch, progress.batch_in_epoch = epoch + 1, 0
         finished = progress.step >= last_step or progress.epoch >= config.epochs
-        if (epoch_done and progress.epoch % config.save_interval == 0) or finished:
+        if (epoch_done and progress.epoch % config.save_interval == 0) or finished or stopping:
             accelerator.wait_for_everyone()
+            unwrapped = accelerator.unwrap_model(gen)
             if accelerator.is_main_process:
-                unwrapped = accelerator.unwrap_model(gen)
                 log_images(writer, unwrapped, batch, samples, progress.step, config.save_image_dir)
+            rng = gathered_rng_states(accelerator)  # a collective: every rank, outside the main-process branch
+            if accelerator.is_main_process:
                 save_checkpoint(ckpt_dir, config, unwrapped, accelerator.unwrap_model(disc),
-                                        opt_g, opt_d, progress)
-    bar.close()
-    if writer is not None:
-        writer.close()
-    accelerator.end_training()
-    paths = {name: str(path) for name, path in checkpoint_paths(ckpt_dir).items()}
-    return {"step": progress.step, "epoch": progress.epoch, "losses": logs, **paths}
+                                opt_g, opt_d, progress, rng)
+            accelerator.wait_for_everyone()
+        if stopping:
+            break
 
 
 @torch.no_grad()
