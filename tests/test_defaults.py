@@ -1,0 +1,94 @@
+"""The bundled default models (checkpoints/): they load, run the whole chain fast enough to smoke-test,
+and the held-out evaluation (photos and phrasings never seen in training) is tracked here.
+
+The issue's bar is an editor error at most half of the unedited input's in every family, and a stage-1
+output closer to the cartoon filter than the photo is. The current defaults do not meet it everywhere
+(see the README's table); `test_issue_criteria_met` records that as an expected failure (strict: it
+turns red the day the models meet the bar, so the marker is then removed), while the other tests pin
+down what the defaults do achieve, so a regression fails the suite."""
+import pytest
+
+from chain.defaults import DEFAULT_EDITOR, STYLES
+from demo.edits import EDIT_FAMILIES
+from demo.evaluate import evaluate, load_edit_fn, load_stylize_fn
+
+
+@pytest.fixture(scope="module")
+def report():
+    return evaluate(load_stylize_fn(STYLES["cartoon"]), load_edit_fn(DEFAULT_EDITOR, seed=0, size=128),
+                    per_family=2, gan_views=3, gan_size=192, seed=0)
+
+
+def test_bundled_files_exist():
+    assert STYLES["cartoon"].is_file()
+    assert (DEFAULT_EDITOR / "model_index.json").is_file()
+    # the real SD 1.5 CLIP tokenizer ships with it (ids from RESOURCES.md)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_EDITOR / "tokenizer")
+    assert tokenizer("a photograph of an astronaut riding a horse").input_ids == [
+        49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert tokenizer.model_max_length == 77
+
+
+def test_editor_moves_every_family_towards_its_target(report):
+    families = report["edit"]["families"]
+    assert set(families) == set(EDIT_FAMILIES)
+    for name, row in families.items():
+        assert row["output_l1"] < row["input_l1"], (name, row)
+
+
+def test_editor_meets_the_half_error_bar_in_most_families(report):
+    passed = [name for name, row in report["edit"]["families"].items() if row["ratio"] <= 0.5]
+    assert len(passed) >= 6, passed
+    mean_ratio = sum(r["ratio"] for r in report["edit"]["families"].values()) / len(EDIT_FAMILIES)
+    assert mean_ratio < 0.6
+
+
+def test_stylizer_stays_near_the_filter(report):
+    row = report["stylize"]
+    assert row["output_l1"] < 1.2 * row["input_l1"], row
+
+
+@pytest.mark.xfail(strict=True, reason="defaults not yet good enough: black and white, sepia, more contrast, "
+                   "thermal and stage 1 miss the bar (VAE reconstruction floor, tiny style set); see README")
+def test_issue_criteria_met(report):
+    assert report["pass"]
+
+
+def test_readme_main_command_runs_on_bundled_defaults(tmp_path, monkeypatch):
+    """The README's first command (its infer.py part, output redirected to a temp folder) works as written."""
+    import shlex
+    from pathlib import Path
+
+    import numpy as np
+
+    import infer
+    from common.images import load_image
+
+    root = Path(__file__).resolve().parent.parent
+    first_block = (root / "README.md").read_text().split("```bash\n")[1].split("```")[0]
+    command = first_block.split("&& python infer.py ", 1)[1].strip()
+    args = shlex.split(command)
+    args[args.index("--output") + 1] = str(tmp_path / "out.png")
+    monkeypatch.chdir(root)
+    written = infer.cli(args + ["--seed", "0"])
+    assert written == [tmp_path / "out.png"]
+    src = load_image(root / args[args.index("--input") + 1])
+    out = load_image(tmp_path / "out.png")
+    assert out.size == src.size
+    assert np.abs(np.asarray(out, dtype=np.int16) - np.asarray(src, dtype=np.int16)).mean() > 5
+
+
+def test_chain_stylize_only_and_edit_only(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import infer
+    from common.images import load_image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(photo)
+    infer.cli(["--input", str(photo), "--skip-edit", "--output", str(tmp_path / "s.png")])
+    infer.cli(["--input", str(photo), "--skip-stylize", "--edit", "invert the colors", "--seed", "1",
+               "--output", str(tmp_path / "e.png")])
+    assert load_image(tmp_path / "s.png").size == (53, 37) == load_image(tmp_path / "e.png").size
