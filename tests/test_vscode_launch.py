@@ -28,18 +28,30 @@ CONFIGS = parse_jsonc(LAUNCH.read_text())["configurations"]
 
 
 def test_expected_configurations_present():
-    programs = [c["program"] for c in CONFIGS]
+    programs = [_program(c)[0].relative_to(ROOT).as_posix() for c in CONFIGS]
     for script in ("train_gan.py", "train_edit.py", "infer.py", "demo/evaluate.py"):
         assert any(p.endswith(script) for p in programs), script
     assert len(CONFIGS) >= 6
 
 
+def _program(config) -> tuple[Path, str]:
+    """(source file, module name) of a `program` (script path) or `module` (python -m) configuration."""
+    if "module" in config:
+        name = config["module"]
+        path = ROOT.joinpath(*name.split("."))
+        return (path / "__main__.py" if path.is_dir() else path.with_suffix(".py")), name
+    path = Path(config["program"].replace("${workspaceFolder}", str(ROOT)))
+    return path, ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c["name"] for c in CONFIGS])
 def test_configuration_program_and_arguments(config, monkeypatch):
-    program = Path(config["program"].replace("${workspaceFolder}", str(ROOT)))
+    program, module_name = _program(config)
     assert program.is_file(), program
     assert config.get("cwd", "${workspaceFolder}") == "${workspaceFolder}"
-    module = importlib.import_module(".".join(program.relative_to(ROOT).with_suffix("").parts))
+    if "program" in config:  # run as a script: its imports must not be package-relative
+        assert "from ." not in program.read_text(), f"{program} uses relative imports; use \"module\""
+    module = importlib.import_module(module_name)
     monkeypatch.chdir(ROOT)
     for arg in config["args"]:  # bundled files the configuration reads must exist on a fresh checkout
         if arg.startswith(("examples/", "checkpoints/")):
