@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import OneLineErrorParser
 from common.errors import UserInputError, cli_errors
 from common.images import IMAGE_EXTS, check_output_path, list_images, load_image_capped, save_image
-from edit_diffusion.editor import SCHEDULERS, EditSettings
+from edit_diffusion.editor import SCHEDULERS, EditSettings, variant_paths
 
 
 # Default cap on the long side of an input photo: stage 1 tiles any size, but a 100-megapixel photo would
@@ -122,7 +121,7 @@ def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
 def _outputs_of(out: Path, config: InferConfig) -> list[Path]:
     """Every file one input will produce."""
     variants = 1 if config.skip_edit else config.variants
-    paths = [_variant_path(out, i, variants) for i in range(variants)]
+    paths = variant_paths(out, variants)
     if config.save_intermediate and not config.skip_stylize:
         paths.append(_stylized_path(out))
     return paths
@@ -139,10 +138,6 @@ def _load(path: Path, max_side: int):
         print(f"note: {path} is {w}x{h}; processing it at {img.width}x{img.height} "
               f"(--max-side {max_side}; --max-side 0 keeps the full size, processed in tiles)")
     return img
-
-
-def _variant_path(out: Path, index: int, total: int) -> Path:
-    return out if total == 1 or index == 0 else out.with_name(f"{out.stem}_{index}{out.suffix}")
 
 
 def main(config: InferConfig) -> list[Path]:
@@ -170,8 +165,7 @@ def main(config: InferConfig) -> list[Path]:
             save_image(result.stylized, inter)
             written.append(inter)
         outputs = result.edited or [result.stylized]
-        for i, img in enumerate(outputs):
-            path = _variant_path(out, i, len(outputs))
+        for img, path in zip(outputs, variant_paths(out, len(outputs))):
             save_image(img, path)
             written.append(path)
         if result.settings is not None and config.seed is None:

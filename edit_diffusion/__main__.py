@@ -8,7 +8,7 @@ from common.cli import OneLineErrorParser
 from common.errors import cli_errors
 from common.images import check_output_path, load_image, save_image
 
-from .editor import SCHEDULERS, EditSettings, edit_image, load_editor
+from .editor import SCHEDULERS, EditSettings, edit_image, load_editor, variant_paths
 
 
 def build_parser() -> OneLineErrorParser:
@@ -30,13 +30,6 @@ def build_parser() -> OneLineErrorParser:
     return p
 
 
-def output_paths(output: str, count: int) -> list[Path]:
-    out = Path(output)
-    if count == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
-
-
 @cli_errors
 def cli(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
@@ -47,7 +40,7 @@ def cli(argv: list[str] | None = None) -> list[Path]:
     settings = EditSettings(steps=args.steps, cfg_text=args.cfg_text, cfg_image=args.cfg_image, seed=args.seed,
                             scheduler=args.scheduler, resolution=args.resolution, num_variants=args.variants)
     image = load_image(args.input)
-    paths = [check_output_path(p, [args.input], args.overwrite) for p in output_paths(args.output, args.variants)]
+    paths = [check_output_path(p, [args.input], args.overwrite) for p in variant_paths(args.output, args.variants)]
     pipe = load_editor(args.model, device=args.device, original_config=args.original_config)
     start = time.perf_counter()
     outputs, used = edit_image(pipe, image, args.edit, settings)

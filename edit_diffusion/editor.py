@@ -160,3 +160,11 @@ def edit_image(pipe, image: Image.Image, instruction: str, settings: EditSetting
     outputs = [Image.fromarray((a * 255 + 0.5).astype(np.uint8)) for a in arrays]
     outputs = [o if o.size == image.size else o.resize(image.size, Image.LANCZOS) for o in outputs]
     return outputs, s
+
+
+def variant_paths(output: str | Path, count: int) -> list[Path]:
+    """Where `count` variants of one edit are written: `out.png`, or `out-1.png`, `out-2.png`, ..."""
+    out = Path(output)
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(count)]
