@@ -168,8 +168,6 @@ def main(config: InferConfig) -> list[Path]:
         for img, path in zip(outputs, variant_paths(out, len(outputs))):
             save_image(img, path)
             written.append(path)
-        if result.settings is not None and config.seed is None:
-            print(f"seed: {result.settings.seed}")
     for path in written:
         print(f"wrote {path}")
     if skipped and not written:
