@@ -14,7 +14,7 @@ from tqdm import tqdm
 from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import OneLineErrorParser
 from common.errors import UserInputError, cli_errors
-from common.images import IMAGE_EXTS, check_output_path, list_images, load_image_capped, save_image
+from common.images import check_output_path, folder_targets, load_image_capped, save_image
 from edit_diffusion.editor import SCHEDULERS, EditSettings, variant_paths
 
 
@@ -54,8 +54,6 @@ class InferConfig:
             raise ValueError(f"--style: unknown style {self.style!r}; bundled: {', '.join(sorted(STYLES))}")
         if self.max_side < 0:
             raise ValueError(f"--max-side must be >= 0 (0: no cap), got {self.max_side}")
-        if self.variants < 1:
-            raise ValueError(f"--variants must be >= 1, got {self.variants}")
         # Steps, guidance, scheduler and resolution are checked by EditSettings (one place for the rules).
         self.edit_settings()
 
@@ -98,16 +96,9 @@ def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
     if not src.exists():
         raise UserInputError(f"{src}: file not found")
     if src.is_dir():
-        images = list_images(src)
-        if not images:
-            raise UserInputError(f"{src}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
-        if dst.exists() and not dst.is_dir():
-            raise UserInputError(f"{dst}: the input is a folder, so the output must be a folder")
-        if dst.resolve() == src.resolve():
-            raise UserInputError(f"{dst}: output folder is the input folder; choose another")
+        pairs = folder_targets(src, dst, suffix=".png")
         if not dst.parent.exists():
             raise UserInputError(f"{dst.parent}: output folder does not exist")
-        pairs = [(img, dst / (img.stem + ".png")) for img in images]
         if not dst.exists():  # created by main() once the models are loaded: a failed run leaves nothing behind
             return pairs
     else:

@@ -8,7 +8,6 @@ loss step against a step written the way the diffusers recipe writes it. Prints 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ from edit_diffusion.editor import SCHEDULERS, EditSettings, edit_image, load_edi
 from edit_diffusion.scratch import build_noise_scheduler, build_text_encoder, build_unet, build_vae
 from edit_diffusion.step import edit_loss
 from edit_diffusion.tokenizer import load_clip_tokenizer
+from timing import best_time  # bench/timing.py (scripts run from bench/)
 
 
 def tiny_pipeline() -> StableDiffusionInstructPix2PixPipeline:
@@ -28,15 +28,6 @@ def tiny_pipeline() -> StableDiffusionInstructPix2PixPipeline:
         vae=build_vae("tiny"), text_encoder=build_text_encoder("tiny"), tokenizer=load_clip_tokenizer(),
         unet=build_unet("tiny"), scheduler=scheduler, safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def photo(size: int) -> Image.Image:
@@ -51,7 +42,7 @@ def bench_edit(pipe, size: int, steps: int, repeats: int) -> dict:
     stock = lambda: pipe("make it look like winter", image=image, num_inference_steps=steps, guidance_scale=7.5,
                          image_guidance_scale=1.5, generator=torch.Generator().manual_seed(0))
     ours()  # warm-up (allocations, scheduler swap)
-    return {"ours": best_of(ours, repeats), "stock": best_of(stock, repeats)}
+    return {"ours": best_time(ours, repeats, warmup=False), "stock": best_time(stock, repeats, warmup=False)}
 
 
 def reference_step(unet, vae, text_encoder, scheduler, batch, null_embeds, prob):
@@ -97,7 +88,7 @@ def bench_train(pipe, batch_size: int, res: int, iters: int) -> dict:
     ref = run(lambda: reference_step(unet, vae, text_encoder, scheduler, batch, null_embeds, 0.05))
     unet.train()
     ours()
-    return {"ours": batch_size * iters / best_of(ours, 2), "stock": batch_size * iters / best_of(ref, 2)}
+    return {"ours": batch_size * iters / best_time(ours, 2, warmup=False), "stock": batch_size * iters / best_time(ref, 2, warmup=False)}
 
 
 def main(argv=None) -> None:

@@ -6,7 +6,6 @@ throughput of the vectorized recipe against the per-pixel reference loop.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from stylize_gan.losses import ADVERSARIAL_LOSSES
 from stylize_gan.networks import build_discriminator, build_generator
 from stylize_gan.smoothing import edge_smooth, edge_smooth_reference
 from stylize_gan.step import Batch, LossWeights, Nets, gan_step, init_step
+from timing import best_time  # bench/timing.py (scripts run from bench/)
 
 # the CPU config the demo model is trained with, and the default (GPU) config of train_gan.py
 CONFIGS = {
@@ -25,16 +25,6 @@ CONFIGS = {
 ANIMEGAN_WEIGHTS = LossWeights(adv_g=300, adv_d=300, content=1.5, gram=3.0, color=10, tv=1, l1=0)
 
 
-def _best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, oneDNN kernel selection)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 @torch.no_grad()
 def bench_generator(sizes, repeats):
     rows = []
@@ -42,7 +32,7 @@ def bench_generator(sizes, repeats):
         gen = build_generator("unet", **kwargs).eval()
         for size in sizes:
             x = torch.rand(1, 3, size, size) * 2 - 1
-            seconds = _best_time(lambda: gen(x), repeats)
+            seconds = best_time(lambda: gen(x), repeats)
             rows.append((f"generator {name}", f"{size}x{size}", f"{seconds * 1000:.0f} ms",
                          f"{seconds * 1000 / (size * size / 1e6):.0f} ms/MP"))
     return rows
@@ -61,8 +51,8 @@ def bench_training(sizes, batch, repeats):
         img = lambda: torch.rand(batch, 3, size, size) * 2 - 1  # noqa: E731
         data = Batch(source=img(), style=img(), smooth=img())
         adv = ADVERSARIAL_LOSSES["lsgan"]
-        t_init = _best_time(lambda: init_step(Batch(source=data.source), nets, opt_g, ANIMEGAN_WEIGHTS), repeats)
-        t_gan = _best_time(lambda: gan_step(data, nets, opt_g, opt_d, ANIMEGAN_WEIGHTS, adv), repeats)
+        t_init = best_time(lambda: init_step(Batch(source=data.source), nets, opt_g, ANIMEGAN_WEIGHTS), repeats)
+        t_gan = best_time(lambda: gan_step(data, nets, opt_g, opt_d, ANIMEGAN_WEIGHTS, adv), repeats)
         rows.append(("train init step (small G, effnet)", f"b{batch} {size}px", f"{t_init * 1000:.0f} ms",
                      f"{batch / t_init:.1f} img/s"))
         rows.append(("train GAN step (small G, D w32, effnet)", f"b{batch} {size}px", f"{t_gan * 1000:.0f} ms",
@@ -74,8 +64,8 @@ def bench_smoothing(size, repeats):
     from skimage import data
     from PIL import Image
     rgb = np.asarray(Image.fromarray(data.astronaut()).resize((size, size)))
-    t_fast = _best_time(lambda: edge_smooth(rgb), repeats)
-    t_ref = _best_time(lambda: edge_smooth_reference(rgb), 1)
+    t_fast = best_time(lambda: edge_smooth(rgb), repeats)
+    t_ref = best_time(lambda: edge_smooth_reference(rgb), 1)
     assert np.array_equal(edge_smooth(rgb), edge_smooth_reference(rgb))
     return [("edge smoothing vectorized", f"{size}x{size}", f"{t_fast * 1000:.1f} ms", f"{1 / t_fast:.0f} img/s"),
             ("edge smoothing per-pixel reference", f"{size}x{size}", f"{t_ref * 1000:.0f} ms",

@@ -53,7 +53,5 @@ def run_chain(models: ChainModels, image: Image.Image, instruction: str | None,
     stylized = stylize_pil(models.generator, image) if models.generator is not None else image
     if models.editor is None:
         return ChainResult(stylized=stylized)
-    if instruction is None or not instruction.strip():
-        raise UserInputError("the edit instruction is empty; write what to change, e.g. \"make it black and white\"")
     edited, resolved = edit_image(models.editor, stylized, instruction, settings or EditSettings())
     return ChainResult(stylized=stylized, edited=edited, settings=resolved)

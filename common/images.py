@@ -146,6 +146,20 @@ def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike]
     return output
 
 
+def folder_targets(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a folder -> folder run: the images of `src` mapped into `dst` (same name,
+    or the same stem with `suffix`). Refuses an empty input folder, an output that is a file, the input
+    folder itself; existing files and creating `dst` are the caller's (their rules differ)."""
+    images = list_images(src)
+    if not images:
+        raise UserInputError(f"{src}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+    if dst.exists() and not dst.is_dir():
+        raise UserInputError(f"{dst}: the input is a folder, so the output must be a folder")
+    if dst.resolve() == src.resolve():
+        raise UserInputError(f"{dst}: output folder is the input folder; choose another")
+    return [(img, dst / (img.name if suffix is None else img.stem + suffix)) for img in images]
+
+
 def save_image(img: Image.Image, path: str | os.PathLike) -> None:
     """Write an image atomically, format from the extension (callers check the path first)."""
     path = Path(path)

@@ -9,7 +9,6 @@ better that way than one process with two threads). Each is this project's own e
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain.defaults import CHECKPOINTS, REPO_ROOT, STYLES
+from common.cli import OneLineErrorParser
+from common.errors import cli_errors
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -109,8 +110,9 @@ def main(cfg: DefaultsConfig) -> None:
                     "--editor", str(CHECKPOINTS / "editor"), "--json", str(runs / "eval.json")], check=False)
 
 
+@cli_errors
 def cli(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = OneLineErrorParser(description=__doc__.strip().splitlines()[0])
     for field, value in DefaultsConfig().__dict__.items():
         flag = "--" + field.replace("_", "-")
         if isinstance(value, bool):

@@ -141,7 +141,7 @@ def edit_image(pipe, image: Image.Image, instruction: str, settings: EditSetting
                ) -> tuple[list[Image.Image], EditSettings]:
     """Edit `image` by `instruction`: variants at the input's size, plus the resolved settings."""
     if not isinstance(instruction, str) or not instruction.strip():
-        raise UserInputError("the edit instruction is empty")
+        raise UserInputError('the edit instruction is empty; write what to change, e.g. "make it black and white"')
     s = resolve_settings(pipe, settings)
     _notice_truncation(pipe, instruction)
     image = image.convert("RGB")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from common.checkpoints import atomic_write
 from common.errors import UserInputError
-from common.images import (IMAGE_EXTS, VIDEO_EXTS, check_output_path, list_images, load_image, pil_to_tensor,
+from common.images import (IMAGE_EXTS, VIDEO_EXTS, check_output_path, folder_targets, load_image, pil_to_tensor,
                            save_image, tensor_to_pil)
 
 from .networks import set_norm_mode
@@ -102,14 +102,7 @@ def _stylize_file(generator: nn.Module, src: Path, dst: Path, tile: int, overlap
 
 
 def _stylize_folder(generator: nn.Module, src: Path, dst: Path, overwrite: bool, tile: int, overlap: int) -> list[Path]:
-    images = list_images(src)
-    if not images:
-        raise UserInputError(f"{src}: no images found")
-    if dst.exists() and not dst.is_dir():
-        raise UserInputError(f"{dst}: exists and is not a folder (the input is a folder)")
-    if dst.exists() and os.path.samefile(src, dst):
-        raise UserInputError(f"{dst}: output folder is the input folder; choose another")
-    targets = [dst / p.name for p in images]
+    images, targets = zip(*folder_targets(src, dst))
     clashes = [str(t) for t in targets if t.exists()]
     if clashes and not overwrite:
         raise UserInputError(f"{clashes[0]}: already exists ({len(clashes)} file(s); pass --overwrite to replace)")

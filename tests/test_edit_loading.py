@@ -18,21 +18,14 @@ from edit_diffusion.scratch import build_text_encoder, build_unet, build_vae
 from edit_diffusion.surgery import expand_conv_in
 from edit_diffusion.tokenizer import load_clip_tokenizer
 
-UNET = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
-        "block_out_channels": [16, 32], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
-        "attention_head_dim": 4, "norm_num_groups": 8}
-VAE = {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
-       "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "norm_num_groups": 8,
-       "layers_per_block": 1, "mid_block_add_attention": False}
-TEXT = {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-        "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": 49406, "eos_token_id": 49407}
+from _edit_fixtures import TINY_TEXT, TINY_UNET, TINY_VAE
+
 
 
 def save_pipeline(folder, unet, seed=0):
     torch.manual_seed(seed)
     pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=build_vae(VAE), text_encoder=build_text_encoder(TEXT), tokenizer=load_clip_tokenizer(folder.parent / "tok"),
+        vae=build_vae(TINY_VAE), text_encoder=build_text_encoder(TINY_TEXT), tokenizer=load_clip_tokenizer(folder.parent / "tok"),
         unet=unet, scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.save_pretrained(str(folder), safe_serialization=True)
@@ -44,11 +37,11 @@ def models(tmp_path_factory):
     """base (4-ch) -> editor (8-ch, fine-tuned = perturbed) and distilled (4-ch, perturbed) folders."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    base = build_unet(UNET)
-    editor = build_unet(UNET)
+    base = build_unet(TINY_UNET)
+    editor = build_unet(TINY_UNET)
     editor.load_state_dict(base.state_dict())
     expand_conv_in(editor)
-    distilled = build_unet(UNET)
+    distilled = build_unet(TINY_UNET)
     distilled.load_state_dict(base.state_dict())
     with torch.no_grad():
         for p in list(editor.parameters()) + list(distilled.parameters()):

@@ -21,15 +21,8 @@ from edit_diffusion.step import training_target
 from edit_diffusion.surgery import expand_conv_in
 from edit_diffusion.tokenizer import load_clip_tokenizer
 
-TINY_UNET = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
-             "block_out_channels": [16, 32], "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 32,
-             "attention_head_dim": 4, "norm_num_groups": 8}
-TINY_VAE = {"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D"] * 2,
-            "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "norm_num_groups": 8,
-            "layers_per_block": 1, "mid_block_add_attention": False}
-TINY_TEXT = {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-             "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": 49406, "eos_token_id": 49407}
+from _edit_fixtures import TINY_TEXT, TINY_UNET, TINY_VAE
+
 
 
 @pytest.fixture(scope="module")
