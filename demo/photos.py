@@ -75,12 +75,15 @@ PHOTOS: dict[str, Callable[[], Image.Image]] = {
 }
 
 # Stage-1 inputs (and, cartoonized, stage-2 training inputs). The stereo pair stays in one group:
-# the two views are nearly the same picture, so splitting them would leak.
+# the two views are nearly the same picture, so splitting them would leak. The microscope / telescope
+# images are inputs, not style: as style they taught the discriminator "dark = cartoon".
 CONTENT: tuple[str, ...] = (
-    "chelsea", "motorcycle_left", "motorcycle_right", "china", "camera", "brick", "grass", "gravel",
+    "motorcycle_left", "motorcycle_right", "camera", "brick", "grass", "gravel",
+    "hubble_deep_field", "retina", "immunohistochemistry",
 )
-# Photos turned into the cartoon style domain; colourful ones, so the style domain has colour.
-STYLE: tuple[str, ...] = ("rocket", "flower", "hubble_deep_field", "retina", "immunohistochemistry")
+# Photos turned into the cartoon style domain: natural colour photos with ordinary brightness, so
+# the discriminator can only tell the style apart by its flat paint and ink lines.
+STYLE: tuple[str, ...] = ("rocket", "flower", "china", "chelsea")
 # Evaluation only: three natural colour photos of different kinds (person, still life, portrait).
 HELDOUT: tuple[str, ...] = ("astronaut", "coffee", "grace_hopper")
 

@@ -28,8 +28,8 @@ class DefaultsConfig:
     work_dir: str = "work_data"        # data, runs and logs (not committed)
     seed: int = 0
     gan_steps: int = 1800              # optimizer steps of the GAN (init phase included)
-    edit_steps: int = 3000             # UNet optimizer steps of the editor
-    vae_steps: int = 1200              # VAE pre-training steps of the editor
+    edit_steps: int = 2500             # UNet optimizer steps of the editor
+    vae_steps: int = 1500              # VAE pre-training steps of the editor
     skip_data: bool = False            # reuse <work_dir>/demo if it is already built
     only: str = "both"                 # both / gan / editor
 
@@ -66,7 +66,7 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
             "--unet_config", str(CONFIGS / "editor_unet.json"), "--vae_config", str(CONFIGS / "editor_vae.json"),
             "--text_encoder_config", str(CONFIGS / "editor_text_encoder.json"), "--tokenizer", "clip",
             "--train_text_encoder", "--prediction_type", "sample", "--vae_pretrain_steps", str(cfg.vae_steps),
-            "--train_data_dir", str(data / "edit" / "train"), "--resolution", "64", "--random_flip",
+            "--train_data_dir", str(data / "edit" / "train"), "--resolution", "48", "--random_flip",
             "--train_batch_size", "8", "--max_train_steps", str(cfg.edit_steps), "--learning_rate", "5e-4",
             "--lr_scheduler", "cosine", "--lr_warmup_steps", "100", "--seed", str(cfg.seed),
             "--checkpointing_steps", "500", "--checkpoints_total_limit", "1", "--output_dir", str(run),

@@ -87,10 +87,9 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
 
 def restore_frozen_components(path: Path, parts) -> None:
     """Load the saved frozen components into the live modules (in place, config included)."""
-    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
     if (path / "vae").is_dir():
-        saved = AutoencoderKL.from_pretrained(str(path / "vae"))
+        saved = type(parts.vae).from_pretrained(str(path / "vae"))  # AutoencoderKL or AutoencoderTiny
         parts.vae.load_state_dict(saved.state_dict())
         parts.vae.register_to_config(scaling_factor=saved.config.scaling_factor)
     if (path / "text_encoder").is_dir():

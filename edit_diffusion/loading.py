@@ -3,6 +3,7 @@ original-format `.ckpt` / `.safetensors` file, with one-line errors for a missin
 of model, or no network. Never `trust_remote_code`; pickles only through `weights_only=True`."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,17 @@ SINGLE_FILE_EXTS = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 # Every original-format SD checkpoint stores its UNet under this prefix (LDM's DiffusionWrapper).
 LDM_UNET_PREFIX = "model.diffusion_model."
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+class _TinyVaeIsExpected(logging.Filter):
+    """The SD pipelines annotate `vae: AutoencoderKL` and warn when given the TAESD-style AutoencoderTiny,
+    although they run it as is (latents through `retrieve_latents`); drop only that one warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Expected types for vae") and "AutoencoderTiny" in message)
+
+
+logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_TinyVaeIsExpected())
+
 NO_NETWORK = ("could not connect", "couldn't connect", "connection", "offline", "network", "resolve",
               "cannot find the requested files in the local cache", "local_files_only", "hf_hub_offline",
               "max retries", "timed out", "name or service not known")

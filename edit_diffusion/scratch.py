@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from common.errors import UserInputError
@@ -56,11 +56,29 @@ def build_unet(spec: str | dict) -> UNet2DConditionModel:
         raise UserInputError(f"--unet_config: cannot build a UNet2DConditionModel ({err})") from None
 
 
-def build_vae(spec: str | dict) -> AutoencoderKL:
+# VAE classes a config may name in `_class_name`: SD's KL autoencoder, or the norm-free TAESD-style one.
+VAE_CLASSES: dict[str, type] = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
+
+
+def build_vae(spec: str | dict) -> AutoencoderKL | AutoencoderTiny:
+    config = read_config(spec, "vae")
+    name = config.get("_class_name", "AutoencoderKL")
+    if name not in VAE_CLASSES:
+        raise UserInputError(f"--vae_config _class_name {name!r}: choose one of {', '.join(VAE_CLASSES)}")
     try:
-        return AutoencoderKL.from_config(_public(read_config(spec, "vae")))
+        return VAE_CLASSES[name].from_config(_public(config))
     except (TypeError, ValueError) as err:
-        raise UserInputError(f"--vae_config: cannot build an AutoencoderKL ({err})") from None
+        raise UserInputError(f"--vae_config: cannot build an {name} ({err})") from None
+
+
+def encode_latents(vae, pixels: torch.Tensor, sample: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unscaled latents of (B, 3, H, W) pixels: a posterior sample or its mode for AutoencoderKL, the
+    deterministic latents for AutoencoderTiny (which has no posterior)."""
+    output = vae.encode(pixels)
+    if hasattr(output, "latent_dist"):
+        return output.latent_dist.sample(generator) if sample else output.latent_dist.mode()
+    return output.latents
 
 
 def build_text_encoder(spec: str | dict) -> CLIPTextModel:
@@ -80,7 +98,7 @@ def build_noise_scheduler(prediction_type: str = "epsilon", beta_schedule: str =
                          timestep_spacing="trailing", steps_offset=1)
 
 
-def check_compatible(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder) -> None:
+def check_compatible(unet: UNet2DConditionModel, vae: AutoencoderKL | AutoencoderTiny, text_encoder) -> None:
     """Shapes that must agree across separately configured components, reported by flag."""
     hidden = text_encoder.config.hidden_size
     if unet.config.cross_attention_dim != hidden:
@@ -99,10 +117,14 @@ def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Ten
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
-def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float,
+def vae_loss(vae: AutoencoderKL | AutoencoderTiny, images: torch.Tensor, kl_weight: float,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Reconstruction L1 + small KL for images (B, 3, H, W) in [-1, 1]."""
-    posterior = vae.encode(images).latent_dist
+    """Reconstruction L1 (+ small KL for a KL autoencoder) for images (B, 3, H, W) in [-1, 1]."""
+    output = vae.encode(images)
+    if not hasattr(output, "latent_dist"):  # AutoencoderTiny: deterministic, reconstruction only
+        l1 = (vae.decode(output.latents).sample - images).abs().mean()
+        return l1, {"loss/vae_l1": l1.item()}
+    posterior = output.latent_dist
     recon = vae.decode(posterior.sample(generator)).sample
     l1 = (recon - images).abs().mean()
     kl = kl_to_standard_normal(posterior.mean, posterior.logvar)
@@ -110,8 +132,8 @@ def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float,
     return total, {"loss/vae_l1": l1.item(), "loss/vae_kl": kl.item()}
 
 
-def pretrain_vae(vae: AutoencoderKL, batches: Iterator[torch.Tensor], steps: int, lr: float, kl_weight: float,
-                 log: Callable[[int, dict], None] | None = None, progress: bool = True) -> AutoencoderKL:
+def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.Tensor], steps: int, lr: float, kl_weight: float,
+                 log: Callable[[int, dict], None] | None = None, progress: bool = True) -> AutoencoderKL | AutoencoderTiny:
     """Train `vae` for `steps` batches of images, then freeze it and calibrate `scaling_factor`."""
     from tqdm.auto import tqdm
     device = next(vae.parameters()).device
@@ -140,9 +162,9 @@ def pretrain_vae(vae: AutoencoderKL, batches: Iterator[torch.Tensor], steps: int
 
 
 @torch.no_grad()
-def calibrate_scaling_factor(vae: AutoencoderKL, images: torch.Tensor) -> float:
+def calibrate_scaling_factor(vae: AutoencoderKL | AutoencoderTiny, images: torch.Tensor) -> float:
     """LDM §4.3.2: scale latents to unit variance; stored as `vae.config.scaling_factor`."""
-    latents = vae.encode(images).latent_dist.sample()
+    latents = encode_latents(vae, images, sample=True)
     factor = float(1.0 / latents.flatten().std().clamp_min(1e-6))
     vae.register_to_config(scaling_factor=factor)
     return factor

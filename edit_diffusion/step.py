@@ -26,7 +26,10 @@ def encode_pair(vae, input_pixels: torch.Tensor, edited_pixels: torch.Tensor,
     """One VAE pass for both images: edited -> scaled posterior sample (the diffusion target space),
     input -> unscaled posterior mode (the conditioning, as the stock pipeline encodes it)."""
     batch = input_pixels.shape[0]
-    dist = vae.encode(torch.cat([input_pixels, edited_pixels]).to(vae.dtype)).latent_dist
+    output = vae.encode(torch.cat([input_pixels, edited_pixels]).to(vae.dtype))
+    if not hasattr(output, "latent_dist"):  # AutoencoderTiny: one deterministic latent for both roles
+        return output.latents[batch:] * vae.config.scaling_factor, output.latents[:batch]
+    dist = output.latent_dist
     image_latents = dist.mode()[:batch]
     edited = dist.sample(generator)[batch:] * vae.config.scaling_factor
     return edited, image_latents

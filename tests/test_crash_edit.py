@@ -3,7 +3,6 @@ resumed with `--resume_from_checkpoint latest`; the result must match an uninter
 half-way never becomes the `latest` checkpoint. Non-finite losses are skipped, then training stops."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageOps
 
 from common.checkpoints import load_tensors
+
+from _edit_fixtures import write_inverted_triplets
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1",
@@ -25,15 +25,8 @@ STEPS = 24
 
 @pytest.fixture(scope="module")
 def triplets(tmp_path_factory):
-    from skimage import data
     folder = tmp_path_factory.mktemp("triplets")
-    rows = []
-    for i, name in enumerate(["astronaut", "chelsea", "coffee", "rocket"]):
-        img = Image.fromarray(getattr(data, name)()).convert("RGB").resize((40, 40))
-        img.save(folder / f"{i}_in.png")
-        ImageOps.invert(img).save(folder / f"{i}_out.png")
-        rows.append({"input_image": f"{i}_in.png", "edit_prompt": "invert the colors", "edited_image": f"{i}_out.png"})
-    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    write_inverted_triplets(folder, ["astronaut", "chelsea", "coffee", "rocket"], [40] * 4)
     return folder
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
-from PIL import Image, ImageOps
+from PIL import Image
 
 import train_edit
 from edit_diffusion.__main__ import cli as edit_cli
 from edit_diffusion.editor import EditSettings, edit_image, load_editor
 from edit_diffusion.scratch import build_unet
 from edit_diffusion.surgery import expand_conv_in
+
+from _edit_fixtures import write_inverted_triplets
 
 
 def photo(name: str, size: int = 48) -> Image.Image:
@@ -26,13 +28,7 @@ def photo(name: str, size: int = 48) -> Image.Image:
 @pytest.fixture(scope="module")
 def triplet_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("triplets")
-    rows = []
-    for i, name in enumerate(["astronaut", "chelsea", "coffee"]):
-        img = photo(name, 48 + 8 * i)
-        img.save(folder / f"{i}_in.png")
-        ImageOps.invert(img).save(folder / f"{i}_out.png")
-        rows.append({"input_image": f"{i}_in.png", "edit_prompt": "invert the colors", "edited_image": f"{i}_out.png"})
-    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    write_inverted_triplets(folder, ["astronaut", "chelsea", "coffee"], [48, 56, 64])
     return folder
 
 
