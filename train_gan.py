@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--gen-depth", dest="gen_depth", type=int, default=default("gen_depth"))
     net.add_argument("--gen-res-blocks", dest="gen_res_blocks", type=int, default=default("gen_res_blocks"))
     net.add_argument("--luma-discriminator", dest="luma_discriminator", action="store_true",
-                     help="unpaired: D judges luminance only, so colours follow the photo (colour loss)")
+                     help="unpaired: D judges luminance less its mean, so colours and exposure follow the photo")
     net.add_argument("--gen-residual", dest="gen_residual", action="store_true",
                      help="predict a change of the input photo (identity at start; good for small data)")
     net.add_argument("--norm", choices=sorted(NORMS), default=default("norm"))

@@ -79,6 +79,14 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
     return gray.expand(-1, 3, -1, -1)
 
 
+def luma_structure(x: torch.Tensor) -> torch.Tensor:
+    """What a luminance discriminator sees: (B, 3, H, W) RGB -> luminance minus its per-image mean, on 3
+    channels. Without the mean, exposure cannot tell the domains apart (a style set brighter than the
+    photos would otherwise teach D "bright = cartoon" and G to wash photos out); flat paint and ink remain."""
+    gray = grayscale(x)
+    return gray - gray.mean(dim=(1, 2, 3), keepdim=True)
+
+
 def color_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """AnimeGANv2 colour loss in YUV: L1 on Y (luma), Huber on U and V (chroma)."""
     yuv_real = kornia.color.rgb_to_yuv((real.float() + 1.0) / 2.0)  # (B, 3, H, W): Y, U, V

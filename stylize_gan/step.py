@@ -30,8 +30,9 @@ class Nets:
     generator: nn.Module
     discriminator: nn.Module
     backbone: nn.Module | None             # frozen feature CNN, None when no content / gram loss is used
-    # Unpaired only: D judges luminance alone, so the style's palette cannot pull G's colours (those come
-    # from the photo through the colour loss) and only cartoon structure (flat regions, ink) is learned.
+    # Unpaired only: D judges luminance alone, less its per-image mean, so neither the style's palette nor
+    # its exposure can pull G's colours (those come from the photo through the colour loss) and only
+    # cartoon structure (flat regions, ink) is learned.
     # The "grayscale style = fake" term is dropped then: in luminance it equals the real style.
     luma_discriminator: bool = False
 
@@ -74,16 +75,16 @@ def _d_logits_and_loss(batch: Batch, disc: nn.Module, fake: torch.Tensor,
         terms = {"d_real": adv.d_real(real), "d_fake": adv.d_fake(fake_logits)}
         terms["d_adv"] = 0.5 * (terms["d_real"] + terms["d_fake"])  # pix2pix halves D's objective
         return terms
-    gray = L.grayscale(batch.style)
     if luma:
         real, fake_logits, smooth_logits = disc(
-            torch.cat([gray, L.grayscale(fake), L.grayscale(batch.smooth)])).chunk(3)
+            torch.cat([L.luma_structure(batch.style), L.luma_structure(fake), L.luma_structure(batch.smooth)])
+        ).chunk(3)
         terms = {"d_real": adv.d_real(real), "d_fake": adv.d_fake(fake_logits),
                  "d_smooth": L.SMOOTH_FAKE_WEIGHT * adv.d_fake(smooth_logits)}
         terms["d_adv"] = sum(terms.values())
         return terms
     real, fake_logits, gray_logits, smooth_logits = disc(
-        torch.cat([batch.style, fake, gray, batch.smooth])).chunk(4)
+        torch.cat([batch.style, fake, L.grayscale(batch.style), batch.smooth])).chunk(4)
     return L.animegan_d_loss(adv, real, fake_logits, gray_logits, smooth_logits)
 
 
@@ -134,7 +135,7 @@ def gan_step(batch: Batch, nets: Nets, opt_g: torch.optim.Optimizer, opt_d: torc
     if batch.paired:
         fake_in = torch.cat([batch.source, fake], dim=1)
     else:
-        fake_in = L.grayscale(fake) if nets.luma_discriminator else fake
+        fake_in = L.luma_structure(fake) if nets.luma_discriminator else fake
     g_terms = {"g_adv": w.adv_g * adv.g(disc(fake_in))}
     g_terms.update(_g_terms(batch, nets, fake, w))
     g_total = sum(g_terms.values())

@@ -27,7 +27,7 @@ def test_residual_generator_is_identity_at_init_and_round_trips(tmp_path):
     assert not torch.allclose(gen(x), x, atol=1e-3)
 
 
-def test_luma_discriminator_ignores_hue_and_skips_gray_term():
+def test_luma_discriminator_ignores_hue_and_exposure_and_skips_gray_term():
     torch.manual_seed(0)
     disc = build_discriminator("patch", in_channels=3, width=8, n_layers=2).eval()  # eval: no power-iteration update
     adv = ADVERSARIAL_LOSSES["lsgan"]
@@ -40,6 +40,11 @@ def test_luma_discriminator_ignores_hue_and_skips_gray_term():
     recoloured = L.grayscale(fake)
     same = _d_logits_and_loss(batch, disc, recoloured, adv, luma=True)
     assert torch.allclose(same["d_fake"], terms["d_fake"], atol=1e-5)
+    # A uniformly brighter image (no clipping) has the same structure: D's verdict must not change either.
+    brighter = _d_logits_and_loss(batch, disc, (fake * 0.5 + 0.3), adv, luma=True)
+    halved = _d_logits_and_loss(batch, disc, (fake * 0.5 - 0.2), adv, luma=True)
+    assert torch.allclose(brighter["d_fake"], halved["d_fake"], atol=1e-5)
+    assert not torch.allclose(halved["d_fake"], terms["d_fake"], atol=1e-3)  # contrast still counts
     plain = _d_logits_and_loss(batch, disc, fake, adv, luma=False)
     assert "d_gray" in plain
 
