@@ -36,6 +36,7 @@ HELP = {
     "conditioning_dropout_prob": "probability of dropping text, image, and both (each), paper §3.2.1",
     "resume_from_checkpoint": "'latest' or a checkpoint-<step> name",
     "validation_steps": "run validation edits every N optimisation steps",
+    "rescale_betas_zero_snr": "zero terminal SNR noise schedule (needs v_prediction or sample)",
     "max_nonfinite_steps": "non-finite losses are skipped with a warning; stop after this many in a row",
     "default_steps": "editing defaults written to edit_defaults.json in the output folder",
 }

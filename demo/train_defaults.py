@@ -65,7 +65,8 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "train_edit.py"),
             "--unet_config", str(CONFIGS / "editor_unet.json"), "--vae_config", str(CONFIGS / "editor_vae.json"),
             "--text_encoder_config", str(CONFIGS / "editor_text_encoder.json"), "--tokenizer", "clip",
-            "--train_text_encoder", "--prediction_type", "sample", "--vae_pretrain_steps", str(cfg.vae_steps),
+            "--train_text_encoder", "--prediction_type", "sample", "--rescale_betas_zero_snr",
+            "--vae_pretrain_steps", str(cfg.vae_steps),
             "--train_data_dir", str(data / "edit" / "train"), "--resolution", "48", "--random_flip",
             "--train_batch_size", "8", "--max_train_steps", str(cfg.edit_steps), "--learning_rate", "5e-4",
             "--lr_scheduler", "cosine", "--lr_warmup_steps", "100", "--seed", str(cfg.seed),
@@ -107,7 +108,7 @@ def main(cfg: DefaultsConfig) -> None:
         shutil.copytree(runs / "editor", target,
                         ignore=shutil.ignore_patterns("checkpoint-*", "logs", "validation*", "*.tmp"))
     subprocess.run([sys.executable, "-m", "demo.evaluate", "--gan", str(STYLES["cartoon"]),
-                    "--editor", str(CHECKPOINTS / "editor"), "--json", str(runs / "eval.json")], check=False)
+                    "--editor", str(CHECKPOINTS / "editor"), "--json", str(runs / "eval.json"), "--overwrite"], check=False)
 
 
 @cli_errors

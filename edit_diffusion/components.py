@@ -25,10 +25,11 @@ def build_components(config: EditTrainConfig) -> tuple[Components, object]:
     text_encoder = build_text_encoder(config.text_encoder_config) if config.text_encoder_config else base.text_encoder
     tokenizer = load_tokenizer(config.tokenizer) if (config.tokenizer or base is None) else base.tokenizer
     if base is not None and not config.unet_config:
-        noise_scheduler = noise_scheduler_from(base.scheduler, config.prediction_type, config.beta_schedule)
+        noise_scheduler = noise_scheduler_from(base.scheduler, config.prediction_type, config.beta_schedule,
+                                               config.rescale_betas_zero_snr)
     else:
         noise_scheduler = build_noise_scheduler(config.prediction_type or "epsilon",
-                                                config.beta_schedule or "scaled_linear")
+                                                config.beta_schedule or "scaled_linear", config.rescale_betas_zero_snr)
     if text_encoder.config.vocab_size < len(tokenizer):
         raise ValueError(f"--text_encoder_config vocab_size {text_encoder.config.vocab_size} is smaller than the "
                          f"tokenizer's {len(tokenizer)} tokens")

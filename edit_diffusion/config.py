@@ -31,6 +31,10 @@ class EditTrainConfig:
     original_config: str | None = None      # local diffusers config folder for a single-file checkpoint
     prediction_type: str | None = None      # training target; None keeps the base model's (epsilon from scratch)
     beta_schedule: str | None = None        # noise schedule for from-scratch models (scaled_linear default)
+    # Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"):
+    # SD's schedule leaves sqrt(alpha_bar) = 0.068 of the target in x_T, so a model learns to read the
+    # target's colours from "noise" that sampling never has. Needs a v_prediction or sample target.
+    rescale_betas_zero_snr: bool = False
     train_text_encoder: bool = False        # jointly train the text encoder (from-scratch models)
     vae_pretrain_steps: int = 0             # reconstruction steps for the VAE before the UNet phase
     vae_learning_rate: float = 1e-3
@@ -103,6 +107,9 @@ class EditTrainConfig:
             raise ValueError(f"--prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.beta_schedule is not None and self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"--beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.rescale_betas_zero_snr and self.prediction_type not in ("v_prediction", "sample"):
+            raise ValueError("--rescale_betas_zero_snr needs --prediction_type v_prediction or sample (at zero "
+                             "terminal SNR an epsilon model cannot recover the image at the first step)")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"--mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.lr_scheduler not in LR_SCHEDULERS:

@@ -146,10 +146,10 @@ def load_components(model: str, original_config: str | None = None) -> Component
                       scheduler=pipe.scheduler)
 
 
-def noise_scheduler_from(scheduler, prediction_type: str | None = None,
-                         beta_schedule: str | None = None) -> DDPMScheduler:
+def noise_scheduler_from(scheduler, prediction_type: str | None = None, beta_schedule: str | None = None,
+                         rescale_betas_zero_snr: bool = False) -> DDPMScheduler:
     """The training-time DDPM schedule of a model (same betas as its inference scheduler)."""
-    overrides = {}
+    overrides = {"rescale_betas_zero_snr": True} if rescale_betas_zero_snr else {}
     if prediction_type is not None:
         overrides["prediction_type"] = prediction_type
     if beta_schedule is not None:

@@ -91,11 +91,13 @@ def build_text_encoder(spec: str | dict) -> CLIPTextModel:
         raise UserInputError(f"--text_encoder_config: cannot build a CLIPTextModel ({err})") from None
 
 
-def build_noise_scheduler(prediction_type: str = "epsilon", beta_schedule: str = "scaled_linear") -> DDPMScheduler:
-    """SD's 1000-step schedule; 'trailing' spacing so few-step samplers start from pure noise at t=999."""
+def build_noise_scheduler(prediction_type: str = "epsilon", beta_schedule: str = "scaled_linear",
+                          rescale_betas_zero_snr: bool = False) -> DDPMScheduler:
+    """SD's 1000-step schedule; 'trailing' spacing so few-step samplers start at t=999 (pure noise only
+    with `rescale_betas_zero_snr`; SD's own schedule keeps a trace of the image there)."""
     return DDPMScheduler(num_train_timesteps=SD_TRAIN_TIMESTEPS, beta_start=SD_BETA_START, beta_end=SD_BETA_END,
                          beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False,
-                         timestep_spacing="trailing", steps_offset=1)
+                         timestep_spacing="trailing", steps_offset=1, rescale_betas_zero_snr=rescale_betas_zero_snr)
 
 
 def check_compatible(unet: UNet2DConditionModel, vae: AutoencoderKL | AutoencoderTiny, text_encoder) -> None:

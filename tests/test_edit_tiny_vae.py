@@ -1,6 +1,7 @@
 """The norm-free AutoencoderTiny (TAESD-style) as the editor's VAE: built from a config's `_class_name`,
 pre-trained, encoded for training, checkpointed and resumed, loaded by the stock pipeline without a
-spurious type warning. The bundled default editor uses it (demo/configs/editor_vae.json)."""
+spurious type warning. The bundled default editor uses it (demo/configs/editor_vae.json), with the
+zero-terminal-SNR schedule, as the run here does."""
 from __future__ import annotations
 
 import json
@@ -74,7 +75,7 @@ def inverted_pairs(tmp_path_factory):
 
 def _args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["--unet_config", "tiny", "--vae_config", str(DEFAULT_EDITOR_VAE), "--text_encoder_config", "tiny",
-            "--tokenizer", "clip", "--prediction_type", "sample", "--vae_pretrain_steps", "3",
+            "--tokenizer", "clip", "--prediction_type", "sample", "--rescale_betas_zero_snr", "--vae_pretrain_steps", "3",
             "--vae_pretrain_crop", "24", "--train_data_dir", str(data), "--resolution", "24",
             "--train_batch_size", "2", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
             "--learning_rate", "1e-3", "--seed", "0", "--output_dir", str(out), *extra]
@@ -93,6 +94,8 @@ def test_training_resume_and_editing_with_the_tiny_vae(inverted_pairs, tmp_path)
     out = tmp_path / "editor"
     train_edit.main(train_edit.parse_args(_args(inverted_pairs, out, 2)))
     assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderTiny"]
+    # the default editor's recipe: its saved sampler keeps the zero-terminal-SNR schedule it was trained on
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["rescale_betas_zero_snr"] is True
     pretrained_vae = AutoencoderTiny.from_pretrained(out / "vae").state_dict()
     # resume: the saved (pre-trained, frozen) VAE is restored, not re-initialized or re-trained
     result = train_edit.main(train_edit.parse_args(_args(inverted_pairs, out, 4, "--resume_from_checkpoint", "latest")))

@@ -249,6 +249,26 @@ def test_train_config_errors_name_the_flag():
         EditTrainConfig(**base, prediction_type="sample", default_scheduler="euler_a")
     with pytest.raises(ValueError, match="--validation_prompt"):
         EditTrainConfig(**base, validation_image="x.png")
+    with pytest.raises(ValueError, match="--rescale_betas_zero_snr needs --prediction_type"):
+        EditTrainConfig(**base, rescale_betas_zero_snr=True)  # epsilon (the default) cannot start from x_T
+
+
+def test_zero_terminal_snr_reaches_pure_noise_in_training_and_every_editing_scheduler():
+    from edit_diffusion.editor import SCHEDULERS
+    from edit_diffusion.loading import noise_scheduler_from
+    from edit_diffusion.scratch import build_noise_scheduler
+    # SD's schedule leaves sqrt(alpha_bar_T) = 0.068 of the image in x_T: the leak the option removes
+    assert float(build_noise_scheduler("sample").alphas_cumprod[-1]) ** 0.5 > 0.06
+    zero = build_noise_scheduler("sample", rescale_betas_zero_snr=True)
+    assert float(zero.alphas_cumprod[-1]) == 0.0
+    x0 = torch.ones(1, 4, 8, 8)
+    noisy = zero.add_noise(x0, torch.zeros_like(x0), torch.tensor([999]))
+    assert float(noisy.abs().max()) < 1e-6  # at T nothing of the image is left
+    # the saved pipeline scheduler is built from this config: every editing sampler must keep the schedule
+    for name, cls in SCHEDULERS.items():
+        assert float(cls.from_config(zero.config).alphas_cumprod[-1]) < 1e-6, name
+    from_base = noise_scheduler_from(DDIMScheduler(), "v_prediction", rescale_betas_zero_snr=True)
+    assert float(from_base.alphas_cumprod[-1]) == 0.0 and from_base.config.prediction_type == "v_prediction"
 
 
 def test_vae_scaling_factor_calibrated_to_unit_variance():
