@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("adversarial_loss_gen_weight", "adversarial_loss_disc_weight", "content_loss_weight",
                  "gram_loss_weight", "chromatic_loss_weight", "tv_loss_weight", "l1_loss_weight"):
         loss.add_argument(f"--{name}", type=float)
+    loss.add_argument("--color_loss_blur", type=float, default=default("color_loss_blur"),
+                      help="Gaussian sigma (px) before the colour loss: keep regional colour, free texture (0: off)")
 
     out = p.add_argument_group("outputs")
     out.add_argument("--checkpoint-dir", dest="checkpoint_dir", default=default("checkpoint_dir"))

@@ -76,6 +76,10 @@ class GanTrainConfig:
     chromatic_loss_weight: float | None = None
     tv_loss_weight: float | None = None
     l1_loss_weight: float | None = None    # paired: L1 to the target (pix2pix lambda)
+    # Gaussian sigma (px) applied to both images before the colour loss; 0 = AnimeGANv2's per-pixel loss.
+    # Blurred, it keeps the photo's colours region by region and no longer charges flattening texture
+    # into paint (a zero-mean change), which it otherwise fights pixel by pixel.
+    color_loss_blur: float = 0.0
 
     # --- outputs
     checkpoint_dir: str = "checkpoints/gan"
@@ -139,6 +143,8 @@ class GanTrainConfig:
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if not 0.0 <= self.color_loss_blur < float("inf"):
+            raise ValueError(f"--color_loss_blur must be a finite number >= 0, got {self.color_loss_blur}")
         if self.initial_epochs > 0 and self.content_loss_weight <= 0 and self.l1_loss_weight <= 0:
             raise ValueError("--initial-epochs > 0 needs --content_loss_weight > 0 (or --l1_loss_weight when paired)")
         for name in MODE_DEFAULTS["unpaired"]:

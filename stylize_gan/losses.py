@@ -2,9 +2,11 @@
 Weights are applied by the caller (step.py), except where the weight is part of the term's definition."""
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import kornia.color
+import kornia.filters
 import torch
 import torch.nn.functional as F
 
@@ -87,8 +89,13 @@ def luma_structure(x: torch.Tensor) -> torch.Tensor:
     return gray - gray.mean(dim=(1, 2, 3), keepdim=True)
 
 
-def color_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """AnimeGANv2 colour loss in YUV: L1 on Y (luma), Huber on U and V (chroma)."""
+def color_loss(real: torch.Tensor, fake: torch.Tensor, blur_sigma: float = 0.0) -> torch.Tensor:
+    """AnimeGANv2 colour loss in YUV: L1 on Y (luma), Huber on U and V (chroma); with `blur_sigma` > 0 on
+    Gaussian-blurred images (regional colour only)."""
+    if blur_sigma > 0:
+        size = 2 * math.ceil(3 * blur_sigma) + 1  # +-3 sigma
+        real, fake = (kornia.filters.gaussian_blur2d(x.float(), (size, size), (blur_sigma, blur_sigma),
+                                                      border_type="reflect") for x in (real, fake))
     yuv_real = kornia.color.rgb_to_yuv((real.float() + 1.0) / 2.0)  # (B, 3, H, W): Y, U, V
     yuv_fake = kornia.color.rgb_to_yuv((fake.float() + 1.0) / 2.0)
     return (F.l1_loss(yuv_fake[:, 0], yuv_real[:, 0])

@@ -46,6 +46,7 @@ class LossWeights:
     color: float
     tv: float
     l1: float
+    color_blur: float = 0.0  # sigma of the blur before the colour loss (0: per pixel, AnimeGANv2)
 
 
 def _backward(loss: torch.Tensor) -> None:
@@ -103,7 +104,7 @@ def _g_terms(batch: Batch, nets: Nets, fake: torch.Tensor, w: LossWeights) -> di
             # AnimeGANv2: Gram of the generated image's features against the grayscale style's
             terms["gram"] = w.gram * L.gram_loss(fake_feat, ref_feats[1])
     if w.color > 0 and not batch.paired:
-        terms["color"] = w.color * L.color_loss(batch.source, fake)
+        terms["color"] = w.color * L.color_loss(batch.source, fake, w.color_blur)
     if w.tv > 0:
         terms["tv"] = w.tv * L.tv_loss(fake)
     if w.l1 > 0 and batch.paired:

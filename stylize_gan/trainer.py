@@ -59,7 +59,8 @@ def learning_rates(step: int, config: GanTrainConfig, steps_per_epoch: int) -> t
 def loss_weights(config: GanTrainConfig) -> LossWeights:
     return LossWeights(adv_g=config.adversarial_loss_gen_weight, adv_d=config.adversarial_loss_disc_weight,
                        content=config.content_loss_weight, gram=config.gram_loss_weight,
-                       color=config.chromatic_loss_weight, tv=config.tv_loss_weight, l1=config.l1_loss_weight)
+                       color=config.chromatic_loss_weight, tv=config.tv_loss_weight, l1=config.l1_loss_weight,
+                       color_blur=config.color_loss_blur)
 
 
 def build_data(config: GanTrainConfig) -> tuple[torch.utils.data.Dataset, torch.Tensor]:

@@ -45,6 +45,24 @@ def test_color_loss_zero_for_equal_images_and_huber_on_chroma():
     assert torch.isclose(L.color_loss(gray, brighter), torch.tensor(0.1), atol=1e-5)
 
 
+def test_blurred_color_loss_keeps_regional_colour_and_frees_texture():
+    photo = torch.zeros(1, 3, 32, 32)
+    textured = photo.clone()
+    textured[:, :, ::2, ::2] += 0.3  # fine texture around the same regional colour...
+    textured[:, :, 1::2, 1::2] -= 0.3
+    flattened = textured.mean(dim=(2, 3), keepdim=True).expand_as(textured)  # ...painted flat
+    shifted = photo + 0.2  # the whole image brighter
+    assert L.color_loss(textured, flattened, blur_sigma=2) < 0.1 * L.color_loss(textured, flattened)
+    torch.testing.assert_close(L.color_loss(photo, shifted, blur_sigma=2), L.color_loss(photo, shifted))
+    assert L.color_loss(photo, photo, blur_sigma=2) == 0
+
+
+def test_color_loss_blur_flag_is_validated():
+    from stylize_gan.config import GanTrainConfig
+    with pytest.raises(ValueError, match="--color_loss_blur"):
+        GanTrainConfig(data_dir="x", dataset="Hayao", color_loss_blur=-1)
+
+
 def test_grayscale_is_three_equal_channels_and_keeps_gray():
     g = L.grayscale(_img(2))
     assert g.shape == (2, 3, 16, 16)
