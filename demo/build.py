@@ -34,8 +34,8 @@ from .photos import CONTENT, HELDOUT, STYLE
 from .samples import EditSample, crops, edit_samples, heldout_edit_samples, heldout_photo_views, load_photos
 
 def jitter_palette(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Rotate the hue at random and scale saturation by 0.5-1.0. With only five style photos the
-    discriminator would otherwise learn their palettes (orange retina, blue sky) and push every
+    """Rotate the hue at random and scale saturation by 0.5-1.0. With only four style photos the
+    discriminator would otherwise learn their palettes (pink flower, blue sky) and push every
     generated image towards those colours; with the palette randomized only the cartoon structure
     (flat paint, ink lines) tells real from fake, and the colours come from the input photo."""
     hsv = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2HSV).astype(np.int32)
