@@ -1,7 +1,7 @@
 """Rebuild the bundled default models from scratch on a CPU: demo data, stage-1 GAN, stage-2 editor,
 evaluation. One command, reproducible with the seed:
 
-    python -m demo.train_defaults            # ~1.5 h on 2 CPU cores; writes checkpoints/ and the eval table
+    python -m demo.train_defaults            # ~35 min on 2 CPU cores; writes checkpoints/ and the eval table
 
 Both trainers run as separate processes (one thread each, side by side: small models use two cores
 better that way than one process with two threads). Each is this project's own entry point
