@@ -1,7 +1,7 @@
 """The norm-free AutoencoderTiny (TAESD-style) as the editor's VAE: built from a config's `_class_name`,
 pre-trained, encoded for training, checkpointed and resumed, loaded by the stock pipeline without a
-spurious type warning. The bundled default editor uses it (demo/configs/editor_vae.json), with the
-zero-terminal-SNR schedule, as the run here does."""
+spurious type warning. demo/configs/editor_vae_tiny.json is the factor-1 config measured for the demo
+editor (see the README), trained here with the zero-terminal-SNR schedule as it was there."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ from edit_diffusion.step import encode_pair
 
 from _edit_fixtures import TINY_VAE, write_inverted_triplets
 
-DEFAULT_EDITOR_VAE = Path(__file__).resolve().parent.parent / "demo" / "configs" / "editor_vae.json"
+TINY_EDITOR_VAE = Path(__file__).resolve().parent.parent / "demo" / "configs" / "editor_vae_tiny.json"
 TINY_TAESD = {"_class_name": "AutoencoderTiny", "encoder_block_out_channels": [8, 8],
               "decoder_block_out_channels": [8, 8], "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1],
               "latent_channels": 4}
@@ -30,7 +30,7 @@ TINY_TAESD = {"_class_name": "AutoencoderTiny", "encoder_block_out_channels": [8
 def test_class_name_selects_the_vae_and_unknown_names_are_refused():
     assert isinstance(build_vae(TINY_TAESD), AutoencoderTiny)
     assert isinstance(build_vae(TINY_VAE), AutoencoderKL)  # no _class_name: SD's KL autoencoder
-    default = build_vae(str(DEFAULT_EDITOR_VAE))
+    default = build_vae(str(TINY_EDITOR_VAE))
     assert isinstance(default, AutoencoderTiny)
     with torch.no_grad():  # factor 1: latents keep the image size
         assert encode_latents(default, torch.zeros(1, 3, 24, 40)).shape == (1, 4, 24, 40)
@@ -74,7 +74,7 @@ def inverted_pairs(tmp_path_factory):
 
 
 def _args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["--unet_config", "tiny", "--vae_config", str(DEFAULT_EDITOR_VAE), "--text_encoder_config", "tiny",
+    return ["--unet_config", "tiny", "--vae_config", str(TINY_EDITOR_VAE), "--text_encoder_config", "tiny",
             "--tokenizer", "clip", "--prediction_type", "sample", "--rescale_betas_zero_snr", "--vae_pretrain_steps", "3",
             "--vae_pretrain_crop", "24", "--train_data_dir", str(data), "--resolution", "24",
             "--train_batch_size", "2", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
