@@ -21,16 +21,23 @@ SINGLE_FILE_EXTS = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 # Every original-format SD checkpoint stores its UNet under this prefix (LDM's DiffusionWrapper).
 LDM_UNET_PREFIX = "model.diffusion_model."
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 class _TinyVaeIsExpected(logging.Filter):
-    """The SD pipelines annotate `vae: AutoencoderKL` and warn when given the TAESD-style AutoencoderTiny,
-    although they run it as is (latents through `retrieve_latents`); drop only that one warning."""
+    """Two diffusers warnings about the TAESD-style AutoencoderTiny that are not the user's problem: the SD
+    pipelines annotate `vae: AutoencoderKL` although they run it as is (latents via `retrieve_latents`), and
+    AutoencoderTiny saves a `block_out_channels` entry (for the pipelines' scale factor) that its own
+    constructor then reports as unexpected. Only those two are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Expected types for vae") and "AutoencoderTiny" in message)
+        wrong_type = message.startswith("Expected types for vae") and "AutoencoderTiny" in message
+        own_entry = "'block_out_channels'" in message and "were passed to AutoencoderTiny" in message
+        return not (wrong_type or own_entry)
 
 
-logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_TinyVaeIsExpected())
+for _name in ("diffusers.pipelines.pipeline_utils", "diffusers.configuration_utils"):
+    logging.getLogger(_name).addFilter(_TinyVaeIsExpected())
 
 NO_NETWORK = ("could not connect", "couldn't connect", "connection", "offline", "network", "resolve",
               "cannot find the requested files in the local cache", "local_files_only", "hf_hub_offline",
