@@ -29,7 +29,8 @@ def build_components(config: EditTrainConfig) -> tuple[Components, object]:
                                                config.rescale_betas_zero_snr)
     else:
         noise_scheduler = build_noise_scheduler(config.prediction_type or "epsilon",
-                                                config.beta_schedule or "scaled_linear", config.rescale_betas_zero_snr)
+                                                config.beta_schedule or "scaled_linear",
+                                                config.rescale_betas_zero_snr)
     if text_encoder.config.vocab_size < len(tokenizer):
         raise ValueError(f"--text_encoder_config vocab_size {text_encoder.config.vocab_size} is smaller than the "
                          f"tokenizer's {len(tokenizer)} tokens")

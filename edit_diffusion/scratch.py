@@ -71,14 +71,18 @@ def build_vae(spec: str | dict) -> AutoencoderKL | AutoencoderTiny:
         raise UserInputError(f"--vae_config: cannot build an {name} ({err})") from None
 
 
+def latents_of(encoded, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Unscaled latents from a `vae.encode(...)` output: a posterior sample or its mode for AutoencoderKL,
+    the deterministic latents for AutoencoderTiny (which has no posterior)."""
+    if hasattr(encoded, "latent_dist"):
+        return encoded.latent_dist.sample(generator) if sample else encoded.latent_dist.mode()
+    return encoded.latents
+
+
 def encode_latents(vae, pixels: torch.Tensor, sample: bool = False,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Unscaled latents of (B, 3, H, W) pixels: a posterior sample or its mode for AutoencoderKL, the
-    deterministic latents for AutoencoderTiny (which has no posterior)."""
-    output = vae.encode(pixels)
-    if hasattr(output, "latent_dist"):
-        return output.latent_dist.sample(generator) if sample else output.latent_dist.mode()
-    return output.latents
+    """Unscaled latents of (B, 3, H, W) pixels (see `latents_of`)."""
+    return latents_of(vae.encode(pixels), sample, generator)
 
 
 def build_text_encoder(spec: str | dict) -> CLIPTextModel:
@@ -134,8 +138,9 @@ def vae_loss(vae: AutoencoderKL | AutoencoderTiny, images: torch.Tensor, kl_weig
     return total, {"loss/vae_l1": l1.item(), "loss/vae_kl": kl.item()}
 
 
-def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.Tensor], steps: int, lr: float, kl_weight: float,
-                 log: Callable[[int, dict], None] | None = None, progress: bool = True) -> AutoencoderKL | AutoencoderTiny:
+def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.Tensor], steps: int, lr: float,
+                 kl_weight: float, log: Callable[[int, dict], None] | None = None,
+                 progress: bool = True) -> AutoencoderKL | AutoencoderTiny:
     """Train `vae` for `steps` batches of images, then freeze it and calibrate `scaling_factor`."""
     from tqdm.auto import tqdm
     device = next(vae.parameters()).device

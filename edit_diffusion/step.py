@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .dropout import apply_conditioning_dropout
+from .scratch import latents_of
 
 
 def training_target(prediction_type: str, scheduler, latents: torch.Tensor, noise: torch.Tensor,
@@ -26,12 +27,9 @@ def encode_pair(vae, input_pixels: torch.Tensor, edited_pixels: torch.Tensor,
     """One VAE pass for both images: edited -> scaled posterior sample (the diffusion target space),
     input -> unscaled posterior mode (the conditioning, as the stock pipeline encodes it)."""
     batch = input_pixels.shape[0]
-    output = vae.encode(torch.cat([input_pixels, edited_pixels]).to(vae.dtype))
-    if not hasattr(output, "latent_dist"):  # AutoencoderTiny: one deterministic latent for both roles
-        return output.latents[batch:] * vae.config.scaling_factor, output.latents[:batch]
-    dist = output.latent_dist
-    image_latents = dist.mode()[:batch]
-    edited = dist.sample(generator)[batch:] * vae.config.scaling_factor
+    encoded = vae.encode(torch.cat([input_pixels, edited_pixels]).to(vae.dtype))
+    image_latents = latents_of(encoded)[:batch]
+    edited = latents_of(encoded, sample=True, generator=generator)[batch:] * vae.config.scaling_factor
     return edited, image_latents
 
 

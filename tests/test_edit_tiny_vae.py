@@ -75,8 +75,8 @@ def inverted_pairs(tmp_path_factory):
 
 def _args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return ["--unet_config", "tiny", "--vae_config", str(TINY_EDITOR_VAE), "--text_encoder_config", "tiny",
-            "--tokenizer", "clip", "--prediction_type", "sample", "--rescale_betas_zero_snr", "--vae_pretrain_steps", "3",
-            "--vae_pretrain_crop", "24", "--train_data_dir", str(data), "--resolution", "24",
+            "--tokenizer", "clip", "--prediction_type", "sample", "--rescale_betas_zero_snr",
+            "--vae_pretrain_steps", "3", "--vae_pretrain_crop", "24", "--train_data_dir", str(data), "--resolution", "24",
             "--train_batch_size", "2", "--max_train_steps", str(steps), "--checkpointing_steps", "2",
             "--learning_rate", "1e-3", "--seed", "0", "--output_dir", str(out), *extra]
 
