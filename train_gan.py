@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         loss.add_argument(f"--{name}", type=float)
     loss.add_argument("--color_loss_blur", type=float, default=default("color_loss_blur"),
                       help="Gaussian sigma (px) before the colour loss: keep regional colour, free texture (0: off)")
+    loss.add_argument("--structure_loss_weight", type=float, default=default("structure_loss_weight"),
+                      help="unpaired: L1 pull towards an edge-preserving flattened copy of the output (0: off)")
 
     out = p.add_argument_group("outputs")
     out.add_argument("--checkpoint-dir", dest="checkpoint_dir", default=default("checkpoint_dir"))

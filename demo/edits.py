@@ -16,12 +16,17 @@ import numpy as np
 
 # Sentence templates. "{}" takes an adjective ("make it warmer") or, for LOOK templates, a style
 # noun ("apply a sepia filter"). Train and held-out templates never share a full sentence.
-TRAIN_ADJ = ("make it {}", "turn the image {}", "{} please", "can you make this {}",
-             "make the picture {}", "change it to {}")
-TRAIN_LOOK = ("apply a {} filter", "give it a {} look", "add a {} effect")
+TRAIN_ADJ = ("make it {}", "turn the image {}", "{}", "make this {}", "make the picture {}",
+             "change it to {}", "turn this photo {}", "i want it {}", "set the image to {}", "go {}")
+TRAIN_LOOK = ("apply a {} filter", "give it a {} look", "add a {} effect", "{} filter", "a {} look for the picture")
+# Training sentences are a core template wrapped in a random prefix and suffix. A text encoder trained
+# from scratch on a few fixed sentences reads the whole sentence shape, and an unseen wording of a known
+# key word then lands anywhere (a held-out "black and white" came out yellow); with filler words
+# varied independently of the family, only the key words carry the edit.
+TRAIN_PREFIXES = ("", "please ", "can you ", "now ", "hey, ", "i need you to ", "quickly ", "let's ")
+TRAIN_SUFFIXES = ("", " please", " thanks", " for me", " now", " a lot", " if possible", "!")
 HELDOUT_ADJ = ("{} version please", "i would like this {}", "could you render the photo {}")
 HELDOUT_LOOK = ("use a {} style", "{} effect on this image")
-
 
 @dataclass(frozen=True)
 class EditFamily:
@@ -45,7 +50,10 @@ def _phrasings(adjectives: tuple[str, ...], looks: tuple[str, ...], train_extra:
         out = [t.format(a) for t in adj_templates for a in adjectives]
         out += [t.format(lk) for t in look_templates for lk in looks]
         return tuple(dict.fromkeys(out + list(extra)))  # de-duplicated, order kept
-    return {"train_phrasings": expand(TRAIN_ADJ, TRAIN_LOOK, train_extra),
+    cores = expand(TRAIN_ADJ, TRAIN_LOOK, train_extra)
+    wrapped = tuple(dict.fromkeys(f"{pre}{core}{suf}" for core in cores
+                                  for pre in TRAIN_PREFIXES for suf in TRAIN_SUFFIXES))
+    return {"train_phrasings": wrapped,
             "heldout_phrasings": expand(HELDOUT_ADJ, HELDOUT_LOOK, heldout_extra)}
 
 

@@ -80,6 +80,9 @@ class GanTrainConfig:
     # Blurred, it keeps the photo's colours region by region and no longer charges flattening texture
     # into paint (a zero-mean change), which it otherwise fights pixel by pixel.
     color_loss_blur: float = 0.0
+    # Unpaired: weight of the L1 pull towards an edge-preserving flattened copy of the output (losses.
+    # structure_loss); 0 = off, as in AnimeGAN. Flat paint is half of a cartoon look.
+    structure_loss_weight: float = 0.0
 
     # --- outputs
     checkpoint_dir: str = "checkpoints/gan"
@@ -143,6 +146,8 @@ class GanTrainConfig:
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if not 0.0 <= self.structure_loss_weight < float("inf"):
+            raise ValueError(f"--structure_loss_weight must be a finite number >= 0, got {self.structure_loss_weight}")
         if not 0.0 <= self.color_loss_blur < float("inf"):
             raise ValueError(f"--color_loss_blur must be a finite number >= 0, got {self.color_loss_blur}")
         if self.initial_epochs > 0 and self.content_loss_weight <= 0 and self.l1_loss_weight <= 0:

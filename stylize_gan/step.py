@@ -47,6 +47,7 @@ class LossWeights:
     tv: float
     l1: float
     color_blur: float = 0.0  # sigma of the blur before the colour loss (0: per pixel, AnimeGANv2)
+    structure: float = 0.0   # unpaired: pull towards a flattened copy of the output (White-box §3.3)
 
 
 def _backward(loss: torch.Tensor) -> None:
@@ -105,6 +106,8 @@ def _g_terms(batch: Batch, nets: Nets, fake: torch.Tensor, w: LossWeights) -> di
             terms["gram"] = w.gram * L.gram_loss(fake_feat, ref_feats[1])
     if w.color > 0 and not batch.paired:
         terms["color"] = w.color * L.color_loss(batch.source, fake, w.color_blur)
+    if w.structure > 0 and not batch.paired:
+        terms["structure"] = w.structure * L.structure_loss(fake)
     if w.tv > 0:
         terms["tv"] = w.tv * L.tv_loss(fake)
     if w.l1 > 0 and batch.paired:

@@ -60,7 +60,7 @@ def loss_weights(config: GanTrainConfig) -> LossWeights:
     return LossWeights(adv_g=config.adversarial_loss_gen_weight, adv_d=config.adversarial_loss_disc_weight,
                        content=config.content_loss_weight, gram=config.gram_loss_weight,
                        color=config.chromatic_loss_weight, tv=config.tv_loss_weight, l1=config.l1_loss_weight,
-                       color_blur=config.color_loss_blur)
+                       color_blur=config.color_loss_blur, structure=config.structure_loss_weight)
 
 
 def build_data(config: GanTrainConfig) -> tuple[torch.utils.data.Dataset, torch.Tensor]:

@@ -63,6 +63,33 @@ def test_color_loss_blur_flag_is_validated():
         GanTrainConfig(data_dir="x", dataset="Hayao", color_loss_blur=-1)
 
 
+def test_structure_loss_flattens_texture_and_keeps_edges():
+    # left half dark, right half light (one strong edge), plus fine texture on both halves
+    x = torch.full((1, 3, 32, 32), -0.6)
+    x[..., 16:] = 0.6
+    flat_halves = x.clone()
+    texture = 0.08 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    textured = (x + texture).requires_grad_(True)
+    assert L.structure_loss(flat_halves) < 1e-6  # flat paint with a clean edge is already a fixed point
+    loss = L.structure_loss(textured)
+    assert loss > 0.02
+    loss.backward()
+    # the flattened copy is a target without gradient: d/dx mean|x - t| = sign(x - t) / N exactly
+    assert torch.allclose(textured.grad.abs(), torch.full_like(textured, 1 / textured.numel()))
+    # descending the term removes texture but not the edge between the halves
+    stepped = (textured - 0.5 * textured.numel() * 0.01 * textured.grad).detach()
+    assert L.structure_loss(stepped) < loss
+    assert (stepped[..., 14] - stepped[..., 17]).abs().mean() > 1.0
+
+
+def test_structure_loss_flag_is_validated_and_reaches_the_generator_terms():
+    from stylize_gan.config import GanTrainConfig
+    with pytest.raises(ValueError, match="--structure_loss_weight"):
+        GanTrainConfig(data_dir="x", dataset="Hayao", structure_loss_weight=-1)
+    from train_gan import parse_args
+    assert parse_args(["--data-dir", "x", "--dataset", "Hayao", "--structure_loss_weight", "5"]).structure_loss_weight == 5
+
+
 def test_grayscale_is_three_equal_channels_and_keeps_gray():
     g = L.grayscale(_img(2))
     assert g.shape == (2, 3, 16, 16)

@@ -65,3 +65,19 @@ def test_gan_step_with_luma_discriminator_updates_both_networks():
     assert all(v == v for v in out.values())  # finite, no NaN
     assert any(not torch.equal(before_g[k], v) for k, v in gen.state_dict().items())
     assert any(not torch.equal(before_d[k], v) for k, v in disc.state_dict().items())
+
+
+def test_structure_term_is_in_the_generator_loss_only_when_unpaired_and_weighted():
+    from stylize_gan.step import _g_terms
+    torch.manual_seed(0)
+    gen = build_generator("unet", **KWARGS)
+    nets = Nets(gen, build_discriminator("patch", in_channels=3, width=8, n_layers=2), None)
+    g = torch.Generator().manual_seed(3)
+    source, style, smooth = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1 for _ in range(3))
+    fake = gen(source)
+    base = dict(adv_g=1, adv_d=1, content=0, gram=0, color=0, tv=0, l1=0)
+    terms = _g_terms(Batch(source=source, style=style, smooth=smooth), nets, fake, LossWeights(**base, structure=7))
+    torch.testing.assert_close(terms["structure"], 7 * L.structure_loss(fake))
+    assert "structure" not in _g_terms(Batch(source=source, style=style, smooth=smooth), nets, fake, LossWeights(**base))
+    paired = Batch(source=source, target=style)
+    assert "structure" not in _g_terms(paired, nets, fake, LossWeights(**base, structure=7))
