@@ -1,7 +1,7 @@
 """Benchmark two demo-editor UNet layouts on the CPU: one denoising forward at several latent sizes for
-demo/configs/editor_unet_4level.json (four levels, attention only at 1/8 of the latent size) against
-the bundled demo/configs/editor_unet.json (three levels, attention at 1/4). With a factor-1 VAE
-(demo/configs/editor_vae_tiny.json) the latent is as large as the image, so where attention sits decides
+the bundled demo/configs/editor_unet.json (four levels, attention only at 1/8 of the latent size) against
+the earlier demo/configs/editor_unet_3level.json (three levels, attention at 1/4). With a factor-1 VAE
+(demo/configs/editor_vae.json) the latent is as large as the image, so where attention sits decides
 whether a 512 px edit takes seconds or minutes. Random weights (speed does not depend on them).
 Prints a table with ratios.
 
@@ -39,12 +39,12 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    deeper = json.loads((CONFIGS / "editor_unet_4level.json").read_text())
     bundled = json.loads((CONFIGS / "editor_unet.json").read_text())
-    print("| latent side | 4 levels: attention at 1/8 (s) | bundled 3 levels: attention at 1/4 (s) | ratio |")
+    earlier = json.loads((CONFIGS / "editor_unet_3level.json").read_text())
+    print("| latent side | bundled 4 levels: attention at 1/8 (s) | earlier 3 levels: attention at 1/4 (s) | ratio |")
     print("|---:|---:|---:|---:|")
     for size in args.sizes:
-        ours, theirs = forward_seconds(deeper, size, args.repeats), forward_seconds(bundled, size, args.repeats)
+        ours, theirs = forward_seconds(bundled, size, args.repeats), forward_seconds(earlier, size, args.repeats)
         print(f"| {size} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f}x |", flush=True)
 
 

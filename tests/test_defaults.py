@@ -2,10 +2,10 @@
 and the held-out evaluation (photos and phrasings never seen in training) is tracked here.
 
 The issue's bar is an editor error at most half of the unedited input's in every family, and a stage-1
-output closer to the cartoon filter than the photo is. The current defaults do not meet it everywhere
-(see the README's table); `test_issue_criteria_met` records that as an expected failure (strict: it
-turns red the day the models meet the bar, so the marker is then removed), while the other tests pin
-down what the defaults do achieve, so a regression fails the suite."""
+output closer to the cartoon filter than the photo is. The editor meets its part (the same three held-out
+edits per family as the README's table); stage 1 does not yet, so `test_issue_criteria_met` records that
+as an expected failure (strict: it turns red the day the models meet the bar, so the marker is then
+removed), while the other tests pin down what the defaults do achieve, so a regression fails the suite."""
 import pytest
 
 from chain.defaults import DEFAULT_EDITOR, STYLES
@@ -16,7 +16,7 @@ from demo.evaluate import evaluate, load_edit_fn, load_stylize_fn
 @pytest.fixture(scope="module")
 def report():
     return evaluate(load_stylize_fn(STYLES["cartoon"]), load_edit_fn(DEFAULT_EDITOR, seed=0, size=128),
-                    per_family=2, gan_views=3, gan_size=192, seed=0)
+                    per_family=3, gan_views=3, gan_size=192, seed=0)
 
 
 def test_bundled_files_exist():
@@ -37,11 +37,10 @@ def test_editor_moves_every_family_towards_its_target(report):
         assert row["output_l1"] < row["input_l1"], (name, row)
 
 
-def test_editor_meets_the_half_error_bar_in_most_families(report):
-    passed = [name for name, row in report["edit"]["families"].items() if row["ratio"] <= 0.5]
-    assert len(passed) >= 6, passed
-    mean_ratio = sum(r["ratio"] for r in report["edit"]["families"].values()) / len(EDIT_FAMILIES)
-    assert mean_ratio < 0.6
+def test_editor_meets_the_half_error_bar_in_every_family(report):
+    ratios = {name: row["ratio"] for name, row in report["edit"]["families"].items()}
+    assert all(r <= 0.5 for r in ratios.values()), ratios
+    assert sum(ratios.values()) / len(EDIT_FAMILIES) < 0.35, ratios
 
 
 def test_stylizer_stays_near_the_filter(report):
@@ -49,8 +48,8 @@ def test_stylizer_stays_near_the_filter(report):
     assert row["output_l1"] < 1.2 * row["input_l1"], row
 
 
-@pytest.mark.xfail(strict=True, reason="defaults not yet good enough: black and white, sepia, more contrast, "
-                   "thermal and stage 1 miss the bar (VAE reconstruction floor, tiny style set); see README")
+@pytest.mark.xfail(strict=True, reason="stage 1 is not yet closer to the cartoon filter than the photo "
+                   "(held-out ratio 1.01; unpaired training on four style photos); see README")
 def test_issue_criteria_met(report):
     assert report["pass"]
 

@@ -1,7 +1,7 @@
 """The norm-free AutoencoderTiny (TAESD-style) as the editor's VAE: built from a config's `_class_name`,
 pre-trained, encoded for training, checkpointed and resumed, loaded by the stock pipeline without a
-spurious type warning. demo/configs/editor_vae_tiny.json is the factor-1 config measured for the demo
-editor (see the README), trained here with the zero-terminal-SNR schedule as it was there."""
+spurious type warning. demo/configs/editor_vae.json is the bundled editor's factor-1 VAE config,
+trained here with the zero-terminal-SNR schedule as the bundled editor was."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ from edit_diffusion.step import encode_pair
 
 from _edit_fixtures import TINY_VAE, write_inverted_triplets
 
-TINY_EDITOR_VAE = Path(__file__).resolve().parent.parent / "demo" / "configs" / "editor_vae_tiny.json"
+TINY_EDITOR_VAE = Path(__file__).resolve().parent.parent / "demo" / "configs" / "editor_vae.json"
 TINY_TAESD = {"_class_name": "AutoencoderTiny", "encoder_block_out_channels": [8, 8],
               "decoder_block_out_channels": [8, 8], "num_encoder_blocks": [1, 1], "num_decoder_blocks": [1, 1],
               "latent_channels": 4}

@@ -1,0 +1,29 @@
+"""The recipe that rebuilds the bundled defaults: each trainer command it runs is accepted by that
+trainer's own parser and validated config, and uses the configs that ship in demo/configs."""
+from pathlib import Path
+
+import train_edit
+import train_gan
+from demo.train_defaults import CONFIGS, DefaultsConfig, edit_command, gan_command
+
+
+def _script_args(command: list[str], script: str) -> list[str]:
+    assert Path(command[1]).name == script and Path(command[1]).is_file()
+    return command[2:]
+
+
+def test_editor_recipe_parses_and_uses_the_bundled_layout(tmp_path):
+    cfg = DefaultsConfig()
+    config = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
+    assert Path(config.unet_config) == CONFIGS / "editor_unet.json"
+    assert Path(config.vae_config) == CONFIGS / "editor_vae.json"
+    assert config.rescale_betas_zero_snr and config.prediction_type == "sample"
+    assert config.max_train_steps == cfg.edit_steps and config.vae_pretrain_steps == cfg.vae_steps
+    for name in ("unet_config", "vae_config", "text_encoder_config"):
+        assert Path(getattr(config, name)).is_file(), name
+
+
+def test_gan_recipe_parses(tmp_path):
+    cfg = DefaultsConfig(gan_steps=7)
+    config = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "run", cfg), "train_gan.py"))
+    assert config.max_steps == 7 and config.gen_residual and config.luma_discriminator
