@@ -28,6 +28,7 @@ TRAIN_SUFFIXES = ("", " please", " thanks", " for me", " now", " a lot", " if po
 HELDOUT_ADJ = ("{} version please", "i would like this {}", "could you render the photo {}")
 HELDOUT_LOOK = ("use a {} style", "{} effect on this image")
 
+
 @dataclass(frozen=True)
 class EditFamily:
     # exact ground truth: (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB

@@ -146,10 +146,9 @@ class GanTrainConfig:
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
-        if not 0.0 <= self.structure_loss_weight < float("inf"):
-            raise ValueError(f"--structure_loss_weight must be a finite number >= 0, got {self.structure_loss_weight}")
-        if not 0.0 <= self.color_loss_blur < float("inf"):
-            raise ValueError(f"--color_loss_blur must be a finite number >= 0, got {self.color_loss_blur}")
+        for flag in ("structure_loss_weight", "color_loss_blur"):
+            if not 0.0 <= getattr(self, flag) < float("inf"):  # also refuses NaN
+                raise ValueError(f"--{flag} must be a finite number >= 0, got {getattr(self, flag)}")
         if self.initial_epochs > 0 and self.content_loss_weight <= 0 and self.l1_loss_weight <= 0:
             raise ValueError("--initial-epochs > 0 needs --content_loss_weight > 0 (or --l1_loss_weight when paired)")
         for name in MODE_DEFAULTS["unpaired"]:
