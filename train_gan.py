@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="unpaired: D judges luminance less its mean, so colours and exposure follow the photo")
     net.add_argument("--gen-residual", dest="gen_residual", action="store_true",
                      help="predict a change of the input photo (identity at start; good for small data)")
+    net.add_argument("--gen-ink", dest="gen_ink", action="store_true",
+                     help="learned ink layer: outlines drawn where the photo is darker than its surroundings")
     net.add_argument("--norm", choices=sorted(NORMS), default=default("norm"))
     net.add_argument("--discriminator", choices=sorted(DISCRIMINATORS), default=default("discriminator"))
     net.add_argument("--disc-width", dest="disc_width", type=int, default=default("disc_width"))

@@ -43,6 +43,7 @@ class GanTrainConfig:
     gen_depth: int = 3                     # number of stride-2 levels; inputs are padded to 2**gen_depth
     gen_res_blocks: int = 4                # residual blocks at the lowest resolution
     gen_residual: bool = False             # generator predicts a change of the input (starts at the identity)
+    gen_ink: bool = False                  # learned ink layer: outlines where the photo has dark edges (ink.py)
     norm: str = "layer"                    # generator normalization: instance / layer / group (AnimeGANv2: layer)
     discriminator: str = "patch"           # key of networks.DISCRIMINATORS
     disc_width: int = 64                   # channels of the first discriminator conv
@@ -163,7 +164,8 @@ class GanTrainConfig:
 
     def generator_kwargs(self) -> dict:
         return dict(in_channels=3, out_channels=3, width=self.gen_width, depth=self.gen_depth,
-                    res_blocks=self.gen_res_blocks, norm=self.norm, residual=self.gen_residual)
+                    res_blocks=self.gen_res_blocks, norm=self.norm, residual=self.gen_residual,
+                    ink=self.gen_ink)
 
     def discriminator_kwargs(self) -> dict:
         in_channels = 6 if self.mode == "paired" else 3  # paired D sees cat(source, target)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .ink import InkLayer
+
 CHANNEL_CAP = 8  # channels grow x2 per level up to CHANNEL_CAP * width
 
 
@@ -95,7 +97,7 @@ class UNetGenerator(nn.Module):
     """Encoder-decoder with skips; any input size (padded to 2**depth, cropped back). Output in [-1, 1]."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, width: int = 32, depth: int = 3,
-                 res_blocks: int = 4, norm: str = "layer", residual: bool = False):
+                 res_blocks: int = 4, norm: str = "layer", residual: bool = False, ink: bool = False):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r} (valid: {', '.join(NORMS)})")
@@ -115,8 +117,13 @@ class UNetGenerator(nn.Module):
         if residual:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
+        # Learned outlines over the paint (ink.py says why); needs an RGB input to find the edges in.
+        if ink and (in_channels != 3 or out_channels != 3):
+            raise ValueError("the ink layer needs in_channels == out_channels == 3")
+        self.ink = InkLayer() if ink else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        photo = x
         h, w = x.shape[-2:]
         # pad to a multiple of 2**depth, and to at least 2 pixels at the lowest level (reflect padding needs it);
         # replicate (not reflect) here: reflect needs pad < size, which fails for tiny inputs such as 1x1
@@ -132,7 +139,8 @@ class UNetGenerator(nn.Module):
         out = self.head(y)
         if self.residual:  # tanh(atanh(x) + delta): identity at delta = 0, output stays in (-1, 1)
             out = out + torch.atanh(x[:, : out.shape[1]].clamp(-0.999, 0.999))
-        return torch.tanh(out)[..., :h, :w]
+        paint = torch.tanh(out)[..., :h, :w]
+        return self.ink(photo, paint) if self.ink is not None else paint
 
 
 class PatchDiscriminator(nn.Module):

@@ -35,6 +35,11 @@ class Nets:
     # cartoon structure (flat regions, ink) is learned.
     # The "grayscale style = fake" term is dropped then: in luminance it equals the real style.
     luma_discriminator: bool = False
+    # The generator's ink layer (ink.py), when it has one: the content and colour terms then compare against
+    # the photo with the same ink drawn on it. Outlines are style, not lost content; measured without this,
+    # the content term's gradient on the ink threshold was 4x the adversarial one and of opposite sign, and
+    # it erased the ink the style has.
+    ink: nn.Module | None = None
 
 
 @dataclass
@@ -94,6 +99,9 @@ def _g_terms(batch: Batch, nets: Nets, fake: torch.Tensor, w: LossWeights) -> di
     """Non-adversarial generator terms, each already multiplied by its weight."""
     terms: dict[str, torch.Tensor] = {}
     reference = batch.target if batch.paired else batch.source  # content is kept from the photo (AnimeGAN)
+    if nets.ink is not None and not batch.paired:
+        with torch.no_grad():  # a target, not a path: no gradient reaches the ink layer through it
+            reference = nets.ink(batch.source, batch.source)
     if nets.backbone is not None and (w.content > 0 or (w.gram > 0 and not batch.paired)):
         with torch.no_grad():
             refs = [reference] + ([L.grayscale(batch.style)] if w.gram > 0 and not batch.paired else [])
@@ -105,7 +113,7 @@ def _g_terms(batch: Batch, nets: Nets, fake: torch.Tensor, w: LossWeights) -> di
             # AnimeGANv2: Gram of the generated image's features against the grayscale style's
             terms["gram"] = w.gram * L.gram_loss(fake_feat, ref_feats[1])
     if w.color > 0 and not batch.paired:
-        terms["color"] = w.color * L.color_loss(batch.source, fake, w.color_blur)
+        terms["color"] = w.color * L.color_loss(reference, fake, w.color_blur)
     if w.structure > 0 and not batch.paired:
         terms["structure"] = w.structure * L.structure_loss(fake)
     if w.tv > 0:

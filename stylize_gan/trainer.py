@@ -216,7 +216,8 @@ def train(config: GanTrainConfig) -> dict:
     gen, disc, opt_g, opt_d, loader = accelerator.prepare(gen, disc, opt_g, opt_d, loader)
     if backbone is not None:
         backbone.to(accelerator.device)
-    nets = Nets(gen, disc, backbone, luma_discriminator=config.luma_discriminator)
+    nets = Nets(gen, disc, backbone, luma_discriminator=config.luma_discriminator,
+                ink=getattr(accelerator.unwrap_model(gen), "ink", None))
     weights, adv = loss_weights(config), ADVERSARIAL_LOSSES[config.adv_loss]
     augment = make_augment(config.image_size)
     steps_per_epoch = len(loader)
@@ -314,6 +315,9 @@ def _train_loop(config: GanTrainConfig, accelerator, ckpt_dir: Path, nets: Nets,
             if progress.step % config.log_interval == 0 or progress.step == last_step:
                 scalars = {f"loss/{k}": v for k, v in logs.items()}
                 scalars.update({"lr/generator": lr_g, "lr/discriminator": lr_d})
+                ink = getattr(accelerator.unwrap_model(gen), "ink", None)
+                if ink is not None:  # what the ink layer has learned so far
+                    scalars.update(ink.summary())
                 log_scalars(writer, scalars, progress.step)
             stopping = stop.agreed(accelerator)
             if progress.step >= last_step or stopping:
