@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--initial-lr", dest="initial_lr", type=float, default=default("initial_lr"))
     opt.add_argument("--lr-generator", dest="lr_generator", type=float, default=default("lr_generator"))
     opt.add_argument("--lr-discriminator", dest="lr_discriminator", type=float, default=default("lr_discriminator"))
+    opt.add_argument("--ink-lr-scale", dest="ink_lr_scale", type=float, default=default("ink_lr_scale"),
+                     help="LR multiplier of the ink layer's threshold, sharpness, scale mix and colour (--gen-ink)")
     opt.add_argument("--lr-decay-fraction", dest="lr_decay_fraction", type=float, default=default("lr_decay_fraction"))
     opt.add_argument("--max-steps", dest="max_steps", type=int)
     opt.add_argument("--seed", type=int, default=default("seed"))

@@ -60,6 +60,7 @@ class GanTrainConfig:
     initial_lr: float = 2e-4               # generator LR in the init phase (AnimeGANv2)
     lr_generator: float = 2e-5             # AnimeGANv2 g_lr
     lr_discriminator: float = 4e-5         # AnimeGANv2 d_lr
+    ink_lr_scale: float = 1.0              # LR multiplier of the ink layer's few parameters (--gen-ink)
     lr_decay_fraction: float = 0.0         # linearly decay both LRs to 0 over this last fraction of adversarial steps
     max_steps: int | None = None           # stop after this many optimizer steps (counted over all phases)
     seed: int = 0
@@ -142,7 +143,7 @@ class GanTrainConfig:
         if not 0 <= self.initial_epochs <= self.epochs:
             raise ValueError(f"--initial-epochs must be in [0, --epochs={self.epochs}], got {self.initial_epochs}")
         for flag, value in (("--initial-lr", self.initial_lr), ("--lr-generator", self.lr_generator),
-                            ("--lr-discriminator", self.lr_discriminator)):
+                            ("--lr-discriminator", self.lr_discriminator), ("--ink-lr-scale", self.ink_lr_scale)):
             if not 0 < value < float("inf"):
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:

@@ -63,6 +63,17 @@ def loss_weights(config: GanTrainConfig) -> LossWeights:
                        color_blur=config.color_loss_blur, structure=config.structure_loss_weight)
 
 
+def generator_param_groups(gen: torch.nn.Module, ink_lr_scale: float) -> list[dict]:
+    """Adam parameter groups of G: the ink layer's handful of scalars (threshold, sharpness, scale mix,
+    colour) may take larger steps than the convolution weights; one group when there is no ink layer."""
+    ink = getattr(gen, "ink", None)
+    if ink is None:
+        return [{"params": list(gen.parameters())}]
+    ink_ids = {id(p) for p in ink.parameters()}
+    return [{"params": [p for p in gen.parameters() if id(p) not in ink_ids]},
+            {"params": list(ink.parameters()), "lr_scale": ink_lr_scale}]
+
+
 def build_data(config: GanTrainConfig) -> tuple[torch.utils.data.Dataset, torch.Tensor]:
     """Training dataset (decoded once into memory) and a few fixed source images for the sample grid."""
     size = config.image_size
@@ -190,7 +201,7 @@ def train(config: GanTrainConfig) -> dict:
     gen = build_generator(config.generator, **config.generator_kwargs())
     disc = build_discriminator(config.discriminator, **config.discriminator_kwargs())
     backbone = build_backbone(config.content_backbone, config.vgg_weights) if config.needs_backbone else None
-    opt_g = torch.optim.Adam(gen.parameters(), lr=config.initial_lr, betas=ADAM_BETAS)
+    opt_g = torch.optim.Adam(generator_param_groups(gen, config.ink_lr_scale), lr=config.initial_lr, betas=ADAM_BETAS)
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_discriminator, betas=ADAM_BETAS)
 
     # --- Resume
@@ -210,6 +221,8 @@ def train(config: GanTrainConfig) -> dict:
             raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
                                  f"(step {info['step']}) come from different saves")
         opt_g.load_state_dict(opt_states["generator"])
+        for group, fresh in zip(opt_g.param_groups, generator_param_groups(gen, config.ink_lr_scale)):
+            group["lr_scale"] = fresh.get("lr_scale", 1.0)  # the saved groups carry the old run's scale
         opt_d.load_state_dict(opt_states["discriminator"])
         progress = Progress(info["step"], info["epoch"], info["batch_in_epoch"])
 
@@ -287,7 +300,7 @@ def _train_loop(config: GanTrainConfig, accelerator, ckpt_dir: Path, nets: Nets,
         for raw in epoch_loader:
             lr_g, lr_d = learning_rates(progress.step, config, steps_per_epoch)
             for group in opt_g.param_groups:
-                group["lr"] = lr_g
+                group["lr"] = lr_g * group.get("lr_scale", 1.0)
             for group in opt_d.param_groups:
                 group["lr"] = lr_d
             batch = make_batch(raw, augment, config.mode == "paired", need_style=not in_init)

@@ -35,10 +35,10 @@ def test_stylize_pil_keeps_size(generator, real_photo, size):
     assert out.size == size and out.mode == "RGB"
 
 
-@pytest.mark.parametrize("norm", ["layer", "instance", "group"])
-def test_tiled_equals_untiled(real_photo, norm):
+@pytest.mark.parametrize("norm, ink", [("layer", False), ("instance", False), ("group", False), ("layer", True)])
+def test_tiled_equals_untiled(real_photo, norm, ink):
     torch.manual_seed(0)
-    gen = build_generator("unet", width=4, depth=3, res_blocks=1, norm=norm).eval()
+    gen = build_generator("unet", width=4, depth=3, res_blocks=1, norm=norm, ink=ink).eval()
     x = pil_to_tensor(real_photo.resize((203, 171)))[None]  # odd sizes, several tiles each way
     whole = stylize_tensor(gen, x, tile=1024)
     tiled = stylize_tensor(gen, x, tile=64, overlap=24)

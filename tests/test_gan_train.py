@@ -125,6 +125,8 @@ def test_known_flag_names_parse():
     (["--data-dir", "d"], "--dataset"),
     (["--mode", "paired", "--paired-a", "a"], "paired"),
     (["--dataset", "H", "--data-dir", "d", "--norm", "batch"], "--norm"),
+    (["--dataset", "H", "--data-dir", "d", "--ink-lr-scale", "0"], "--ink-lr-scale"),
+    (["--dataset", "H", "--data-dir", "d", "--ink-lr-scale", "nan"], "--ink-lr-scale"),
     (["--dataset", "H", "--data-dir", "/nonexistent/dataset"], "/nonexistent/dataset"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
@@ -151,3 +153,24 @@ def test_run_level_errors_exit_2(animegan_root, tmp_path, capsys):
         cli(vgg + ["--overwrite", "--vgg_weights", str(tmp_path / "missing.pth")])
     err = capsys.readouterr().err
     assert "efficientnet_lite0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ink_generator_trains_logs_and_resumes_exactly(animegan_root, tmp_path):
+    """--gen-ink: the ink parameters get their own LR group (scaled), their values reach TensorBoard, and a
+    resumed run ends where an uninterrupted one does."""
+    common = ["--epochs", "2", "--initial-epochs", "1", "--gen-ink", "--ink-lr-scale", "5"]
+    cli(_unpaired(animegan_root, tmp_path / "a", *common, "--max-steps", "6"))
+    resumed = cli(_unpaired(animegan_root, tmp_path / "a", *common, "--resume_cond", "gen_dis"))
+    straight = cli(_unpaired(animegan_root, tmp_path / "b", *common))
+    assert resumed["step"] == straight["step"] == 8
+    a = load_tensors(tmp_path / "a" / "ckpt" / "generator.safetensors")
+    b = load_tensors(tmp_path / "b" / "ckpt" / "generator.safetensors")
+    assert "ink.offset" in b
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=key)
+    opt, _, _ = load_training_state(tmp_path / "b" / "ckpt" / "training_state.safetensors")
+    convs, ink = opt["generator"]["param_groups"]
+    assert len(ink["params"]) == 4 and ink["lr_scale"] == 5.0
+    assert ink["lr"] == pytest.approx(5.0 * convs["lr"])
+    events = _events(tmp_path / "b" / "tb")
+    assert {"ink/offset", "ink/sharpness", "ink/weight_box9"} <= set(events.Tags()["scalars"])
