@@ -49,10 +49,11 @@ def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
             "--disc-width", "32", "--disc-layers", "3", "--content_backbone", "efficientnet_lite0",
             # Tuned for four style photos and a CPU budget: a residual generator (starts at the identity, so
             # no content-only init phase), a discriminator that judges luminance structure only, adversarial
-            # weight 20 instead of AnimeGANv2's 300, and a strong YUV colour term. Stronger adversarial
-            # settings (60-150, weaker colour term, no spectral norm, blurred colour loss) made visibly
-            # flatter, cartoon-like images but moved them further from this filter's output in L1.
-            "--gen-residual", "--luma-discriminator",
+            # weight 20 instead of AnimeGANv2's 300, a strong YUV colour term, and the learned ink layer.
+            # Without the ink layer this recipe ended at 1.01x the photo's L1 to the filter: the generator
+            # never learned where outlines go. Stronger adversarial settings (40-150, no spectral norm) and
+            # a larger ink LR (--ink-lr-scale 10) were measured worse (README, stage 1).
+            "--gen-residual", "--luma-discriminator", "--gen-ink",
             "--adversarial_loss_gen_weight", "20", "--adversarial_loss_disc_weight", "20",
             "--chromatic_loss_weight", "40", "--threads", "1",
             "--initial-epochs", "0", "--epochs", "1000", "--max-steps", str(cfg.gan_steps),

@@ -26,4 +26,4 @@ def test_editor_recipe_parses_and_uses_the_bundled_layout(tmp_path):
 def test_gan_recipe_parses(tmp_path):
     cfg = DefaultsConfig(gan_steps=7)
     config = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "run", cfg), "train_gan.py"))
-    assert config.max_steps == 7 and config.gen_residual and config.luma_discriminator
+    assert config.max_steps == 7 and config.gen_residual and config.luma_discriminator and config.gen_ink
