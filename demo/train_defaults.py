@@ -49,13 +49,13 @@ def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
             "--disc-width", "32", "--disc-layers", "3", "--content_backbone", "efficientnet_lite0",
             # Tuned for four style photos and a CPU budget: a residual generator (starts at the identity, so
             # no content-only init phase), a discriminator that judges luminance structure only, adversarial
-            # weight 20 instead of AnimeGANv2's 300, a strong YUV colour term, and the learned ink layer.
-            # Without the ink layer this recipe ended at 1.01x the photo's L1 to the filter: the generator
-            # never learned where outlines go. Stronger adversarial settings (40-150, no spectral norm) and
-            # a larger ink LR (--ink-lr-scale 10) were measured worse (README, stage 1).
+            # weight 20 instead of AnimeGANv2's 300, and the learned ink layer. Without the ink layer this
+            # recipe ended at 1.01x the photo's L1 to the filter: the generator never learned where outlines
+            # go. With it, the outlines carry the style and the paint should stay the photo's, hence a YUV
+            # colour weight of 160: at 40 and 80 the paint drifted on textures (README, stage 1).
             "--gen-residual", "--luma-discriminator", "--gen-ink",
             "--adversarial_loss_gen_weight", "20", "--adversarial_loss_disc_weight", "20",
-            "--chromatic_loss_weight", "40", "--threads", "1",
+            "--chromatic_loss_weight", "160", "--threads", "1",
             "--initial-epochs", "0", "--epochs", "1000", "--max-steps", str(cfg.gan_steps),
             "--initial-lr", "1e-3", "--lr-generator", "2e-4", "--lr-discriminator", "4e-4",
             "--save-interval", "2", "--log-interval", "20", "--seed", str(cfg.seed),
