@@ -4,11 +4,11 @@ surroundings, composited over the generator's paint.
 Cartoons and anime outline shapes on the dark side of edges. A convolutional generator trained only by an
 adversarial signal must discover both the rule and the positions, and on little data it learns "draw
 dark strokes" long before it learns where (measured on the bundled demo: ink blobs in the wrong places,
-further from the style than the photo itself). This layer gives the generator the classic difference-of-
-box-filters (XDoG-style, Winnemoeller et al. 2012) edge response as a structural prior and leaves the
-amounts to training: the mix of scales, the threshold, the sharpness and the ink colour are parameters
-learned by the usual GAN losses. The mask depends on the input photo and those few parameters only, so
-it cannot drift to places where the photo has no edge.
+further from the style than the photo itself). This layer gives the generator the classic "darker than the
+local mean" edge response (adaptive thresholding; a box-filter relative of XDoG, Winnemoeller et al. 2012)
+as a structural prior and leaves the amounts to training: the mix of scales, the threshold, the
+sharpness and the ink colour are parameters learned by the usual GAN losses. The mask depends on the input
+photo and those few parameters only, so it cannot drift to places where the photo has no edge.
 
 Shapes: photo and paint (B, 3, H, W) in [-1, 1]; mask (B, 1, H, W) in [0, 1].
 """
@@ -25,7 +25,7 @@ from torch import nn
 # Box windows (pixels) of the multi-scale "darker than the surroundings" response: thin lines, outlines,
 # and region-level shading. Learned weights mix them, so no single one has to match a style.
 INK_WINDOWS = (5, 9, 15)
-# Median pre-filter: speckle and JPEG noise must not become ink.
+# Median pre-filter: speckle and JPEG noise must not become ink (dark lines thinner than 3 px go with it).
 INK_MEDIAN = 5
 # Initial threshold and sharpness, in [-1, 1] luminance units. Deliberately conservative: at init only
 # strong edges (~0.2 darker than their surroundings) get ink, about 5% of a typical photo's pixels, and
