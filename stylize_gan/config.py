@@ -146,6 +146,8 @@ class GanTrainConfig:
                             ("--lr-discriminator", self.lr_discriminator), ("--ink-lr-scale", self.ink_lr_scale)):
             if not 0 < value < float("inf"):
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+        if self.ink_lr_scale != 1.0 and not self.gen_ink:
+            raise ValueError("--ink-lr-scale only applies with --gen-ink")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise ValueError(f"--lr-decay-fraction must be in [0, 1], got {self.lr_decay_fraction}")
         for flag in ("structure_loss_weight", "color_loss_blur"):

@@ -2,6 +2,7 @@
 atomic checkpoints and exact resumption."""
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,9 @@ def _check_checkpoint_dir(config: GanTrainConfig, ckpt_dir: Path) -> None:
 def _load_matching(path: Path, fmt: str, architecture: str, kwargs: dict, net: torch.nn.Module) -> dict:
     """Load weights into `net` after checking the file was made for the same architecture; returns 'extra'."""
     arch, stored, extra = ckpt.read_network_header(path, fmt)
+    # Options added after a file was written (e.g. ink) are absent from its header: they had their defaults.
+    defaults = {name: param.default for name, param in inspect.signature(type(net)).parameters.items()}
+    stored = {**{k: defaults[k] for k in kwargs if k in defaults}, **stored}
     if arch != architecture or stored != kwargs:
         raise UserInputError(f"{path}: built as {arch} {stored}, but the flags ask for {architecture} {kwargs}; "
                              f"pass the flags used for that run")
@@ -221,8 +225,9 @@ def train(config: GanTrainConfig) -> dict:
             raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
                                  f"(step {info['step']}) come from different saves")
         opt_g.load_state_dict(opt_states["generator"])
-        for group, fresh in zip(opt_g.param_groups, generator_param_groups(gen, config.ink_lr_scale)):
-            group["lr_scale"] = fresh.get("lr_scale", 1.0)  # the saved groups carry the old run's scale
+        for group in opt_g.param_groups:  # the saved groups carry the old run's scale; the flag wins
+            if "lr_scale" in group:
+                group["lr_scale"] = config.ink_lr_scale
         opt_d.load_state_dict(opt_states["discriminator"])
         progress = Progress(info["step"], info["epoch"], info["batch_in_epoch"])
 
@@ -328,9 +333,8 @@ def _train_loop(config: GanTrainConfig, accelerator, ckpt_dir: Path, nets: Nets,
             if progress.step % config.log_interval == 0 or progress.step == last_step:
                 scalars = {f"loss/{k}": v for k, v in logs.items()}
                 scalars.update({"lr/generator": lr_g, "lr/discriminator": lr_d})
-                ink = getattr(accelerator.unwrap_model(gen), "ink", None)
-                if ink is not None:  # what the ink layer has learned so far
-                    scalars.update(ink.summary())
+                if nets.ink is not None:  # what the ink layer has learned so far
+                    scalars.update(nets.ink.summary())
                 log_scalars(writer, scalars, progress.step)
             stopping = stop.agreed(accelerator)
             if progress.step >= last_step or stopping:

@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.checkpoints import load_tensors, read_metadata
-from stylize_gan.checkpoint import load_generator, load_training_state
+from stylize_gan.checkpoint import load_generator, load_training_state, save_generator
 from train_gan import cli, parse_args
 
 from _gan_fixtures import TINY_TRAIN_FLAGS, make_animegan_dataset, make_paired_folders, single_thread  # noqa: F401
@@ -127,6 +127,7 @@ def test_known_flag_names_parse():
     (["--dataset", "H", "--data-dir", "d", "--norm", "batch"], "--norm"),
     (["--dataset", "H", "--data-dir", "d", "--ink-lr-scale", "0"], "--ink-lr-scale"),
     (["--dataset", "H", "--data-dir", "d", "--ink-lr-scale", "nan"], "--ink-lr-scale"),
+    (["--dataset", "H", "--data-dir", "d", "--ink-lr-scale", "5"], "--gen-ink"),
     (["--dataset", "H", "--data-dir", "/nonexistent/dataset"], "/nonexistent/dataset"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
@@ -153,6 +154,18 @@ def test_run_level_errors_exit_2(animegan_root, tmp_path, capsys):
         cli(vgg + ["--overwrite", "--vgg_weights", str(tmp_path / "missing.pth")])
     err = capsys.readouterr().err
     assert "efficientnet_lite0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_accepts_a_generator_saved_before_newer_options(animegan_root, tmp_path):
+    """A file written before `residual` / `ink` existed has neither in its header: they were off."""
+    cli(_unpaired(animegan_root, tmp_path, "--epochs", "1", "--initial-epochs", "1", "--max-steps", "2"))
+    path = tmp_path / "ckpt" / "generator.safetensors"
+    gen = load_generator(path)
+    old_kwargs = dict(in_channels=3, out_channels=3, width=4, depth=2, res_blocks=1, norm="layer")  # TINY_TRAIN_FLAGS
+    save_generator(gen, path, "unet", old_kwargs)
+    result = cli(_unpaired(animegan_root, tmp_path, "--epochs", "1", "--initial-epochs", "1", "--max-steps", "1",
+                           "--resume_cond", "gen"))
+    assert result["step"] == 1
 
 
 def test_ink_generator_trains_logs_and_resumes_exactly(animegan_root, tmp_path):
