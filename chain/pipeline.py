@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from common.errors import UserInputError
-from edit_diffusion.editor import EditSettings, edit_image, load_editor
+from common.devices import resolve_device
+from edit_diffusion.editor import EditSettings, Editor, load_editor
 from stylize_gan.checkpoint import load_generator
 from stylize_gan.inference import stylize_pil
 
@@ -19,7 +20,7 @@ from .defaults import DEFAULT_EDITOR, DEFAULT_STYLE, STYLES
 class ChainModels:
     """Loaded models; either may be None when its stage is skipped."""
     generator: torch.nn.Module | None
-    editor: object | None  # StableDiffusionInstructPix2PixPipeline
+    editor: Editor | None
 
 
 @dataclass
@@ -40,11 +41,15 @@ def resolve_generator_path(gan_checkpoint: str | None, style: str | None) -> Pat
 
 
 def load_models(gan_checkpoint: str | None = None, style: str | None = None, editor: str | None = None,
-                skip_stylize: bool = False, skip_edit: bool = False, device: str = "cpu") -> ChainModels:
-    """Load what the chain needs (nothing for a skipped stage)."""
+                skip_stylize: bool = False, skip_edit: bool = False, device: str = "auto", dtype: str = "auto",
+                compile_unet: bool = False, channels_last: bool = False) -> ChainModels:
+    """Load what the chain needs (nothing for a skipped stage); `dtype`, `compile_unet` and `channels_last`
+    apply to the editor (the stage-1 generator stays in float32)."""
+    device = resolve_device(device)
     generator = None if skip_stylize else load_generator(resolve_generator_path(gan_checkpoint, style), device=device)
-    pipe = None if skip_edit else load_editor(str(editor or DEFAULT_EDITOR), device=device)
-    return ChainModels(generator=generator, editor=pipe)
+    edit_model = None if skip_edit else load_editor(str(editor or DEFAULT_EDITOR), device, dtype,
+                                                    compile_unet=compile_unet, channels_last=channels_last)
+    return ChainModels(generator=generator, editor=edit_model)
 
 
 def run_chain(models: ChainModels, image: Image.Image, instruction: str | None,
@@ -53,5 +58,5 @@ def run_chain(models: ChainModels, image: Image.Image, instruction: str | None,
     stylized = stylize_pil(models.generator, image) if models.generator is not None else image
     if models.editor is None:
         return ChainResult(stylized=stylized)
-    edited, resolved = edit_image(models.editor, stylized, instruction, settings or EditSettings())
+    edited, resolved = models.editor.edit(stylized, instruction, settings or EditSettings())
     return ChainResult(stylized=stylized, edited=edited, settings=resolved)

@@ -8,13 +8,14 @@ saved as a new pipeline folder with an LCM scheduler, so edits run in about 4 st
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import LCMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 from common.checkpoints import save_json
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 
 from .editor import DEFAULTS_FILE, load_editor
@@ -88,26 +89,31 @@ def adapt(editor: str, base: str, distilled: str, weight: float, output: str) ->
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise UserInputError(f"--output {output}: folder exists and is not empty")
-    pipe = load_editor(editor)
+    edit_model = load_editor(editor, device="cpu", dtype=torch.float32)  # weight arithmetic in fp32, on the CPU
     w_base, w_distilled = base_and_distilled(base, distilled)
-    pipe.unet.load_state_dict(task_arithmetic(pipe.unet.state_dict(), w_base, w_distilled, weight))
-    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-    pipe.save_pretrained(str(out), safe_serialization=True)
-    save_json({**{k: v for k, v in pipe.edit_defaults.items() if k not in FEWSTEP_DEFAULTS}, **FEWSTEP_DEFAULTS},
+    edit_model.unet.load_state_dict(task_arithmetic(edit_model.unet.state_dict(), w_base, w_distilled, weight))
+    edit_model.save(out, scheduler_name=FEWSTEP_DEFAULTS["scheduler"])
+    save_json({**{k: v for k, v in edit_model.defaults.items() if k not in FEWSTEP_DEFAULTS}, **FEWSTEP_DEFAULTS},
               out / DEFAULTS_FILE)
     return out
 
 
+@dataclass
+class FewStepConfig:
+    editor: str = option(help="InstructPix2Pix editor fine-tuned from --base")
+    base: str = option(help="the model the editor was fine-tuned from")
+    distilled: str = option(help="distilled model of the same base, or an LCM-LoRA file")
+    output: str = option(help="new pipeline folder")
+    weight: float = option(1.0, "w in W_edit + w (W_distilled - W_base)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # a finite --weight
+
+
 @cli_errors
 def cli(argv: list[str] | None = None) -> Path:
-    p = OneLineErrorParser(prog="python -m edit_diffusion.fewstep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--editor", required=True, help="InstructPix2Pix editor fine-tuned from --base")
-    p.add_argument("--base", required=True, help="the model the editor was fine-tuned from")
-    p.add_argument("--distilled", required=True, help="distilled model of the same base, or an LCM-LoRA file")
-    p.add_argument("--weight", type=float, default=1.0, help="w in W_edit + w (W_distilled - W_base)")
-    p.add_argument("--output", required=True, help="new pipeline folder")
-    args = p.parse_args(argv)
-    out = adapt(args.editor, args.base, args.distilled, args.weight, args.output)
+    c = parse_config(FewStepConfig, argv, prog="python -m edit_diffusion.fewstep", description=__doc__.split("\n\n")[0])
+    out = adapt(c.editor, c.base, c.distilled, c.weight, c.output)
     print(f"wrote {out} (edit with --scheduler lcm --steps 4)")
     return out
 

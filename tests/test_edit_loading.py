@@ -183,7 +183,7 @@ def test_lora_finetune_of_8_channel_editor(models, tmp_path):
     train_edit.cli(["--pretrained_model_name_or_path", str(models["editor"]), "--train_data_dir", str(data),
                     "--resolution", "32", "--train_batch_size", "1", "--max_train_steps", "2", "--lora_rank", "2",
                     "--learning_rate", "1e-2", "--output_dir", str(out), "--seed", "0"])
-    pipe = load_editor(str(models["editor"]))
+    pipe = load_editor(str(models["editor"])).pipeline()  # the stock pipeline's LoRA API over the editor's modules
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     pipe.load_lora_weights(str(out / "pytorch_lora_weights.safetensors"))
     pipe.fuse_lora()

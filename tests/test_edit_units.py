@@ -196,22 +196,29 @@ def tiny_pipeline(tokenizer, prediction_type="epsilon"):
 
 
 def test_dual_guidance_matches_stock_pipeline(tokenizer):
+    """Our sampler (the real path: engine.denoise, 3 branches) against the stock pipeline for one step."""
+    from edit_diffusion import engine
+    from edit_diffusion.editor import Editor
     pipe = tiny_pipeline(tokenizer)
     pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():  # surgery zero-inits the image channels: give them weights so c_I matters
+        pipe.unet.conv_in.weight[:, 4:].normal_(0, 0.2)
     captured = []
     pipe.unet.register_forward_hook(lambda mod, args, out: captured.append(out[0].detach().clone()))
-    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     image = Image.new("RGB", (16, 16), (200, 30, 60))
     s_t, s_i = 5.0, 1.7
     out = pipe("make it blue", image=image, num_inference_steps=1, guidance_scale=s_t, image_guidance_scale=s_i,
-               latents=latents.clone(), output_type="latent").images
+               generator=torch.Generator().manual_seed(3), output_type="latent").images
+    editor = Editor.from_pipeline(pipe, defaults={})
+    cond = engine.conditioning(editor.text_encoder, editor.tokenizer, editor.vae, editor.processor, image,
+                               "make it blue", editor.device, editor.dtype)
+    ours = engine.denoise(editor.unet, editor.new_scheduler("ddim"), cond, [torch.Generator().manual_seed(3)], 1,
+                          s_t, s_i, rows_per_call=3)
+    torch.testing.assert_close(ours, out, rtol=1e-4, atol=1e-5)
     text_img, img, uncond = captured[0].chunk(3)  # the pipeline's batch order
-    guided = dual_guidance(text_img, img, uncond, s_t, s_i)
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    sched.set_timesteps(1)
-    expected = sched.step(guided, sched.timesteps[0], latents).prev_sample
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(captured[1], captured[0], rtol=1e-5, atol=1e-6)  # ours: same rows, same order
     # and the formula is eq. 3 of the paper
+    guided = dual_guidance(text_img, img, uncond, s_t, s_i)
     torch.testing.assert_close(guided, uncond + s_i * (img - uncond) + s_t * (text_img - img))
 
 

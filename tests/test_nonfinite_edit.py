@@ -65,7 +65,7 @@ def test_training_stops_after_repeated_nan(triplets, tmp_path, monkeypatch, caps
 
 
 def test_half_precision_overflow_is_recomputed_in_float32(tmp_path):
-    from edit_diffusion.editor import EditSettings, _run, edit_image, load_editor
+    from edit_diffusion.editor import EditSettings, edit_image, load_editor
     torch.set_num_threads(1)
     folder = build_tiny_editor(tmp_path / "editor")
     pipe = load_editor(str(folder), dtype=torch.float16)
@@ -73,7 +73,7 @@ def test_half_precision_overflow_is_recomputed_in_float32(tmp_path):
         pipe.vae.decoder.conv_in.weight.mul_(30000.0)
     image, settings = real_photo((32, 32)), EditSettings(steps=2, resolution=32, seed=0, cfg_text=1.0, cfg_image=1.0,
                                                         scheduler="ddim")
-    assert not np.isfinite(_run(pipe, image, "make it red", settings)).all()  # the fp16 run alone: NaN / black
+    assert not np.isfinite(pipe.edit_arrays(image, "make it red", settings)).all()  # the fp16 run alone: NaN / black
     outputs, _ = edit_image(pipe, image, "make it red", settings)
     assert pipe.unet.dtype == torch.float16  # restored after the float32 recomputation
     pipe32 = load_editor(str(folder))

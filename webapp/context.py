@@ -10,7 +10,8 @@ import torch
 from chain.defaults import DEFAULT_EDITOR, DEFAULT_STYLE, EXAMPLES, STYLES
 from common.errors import UserInputError
 from common.images import list_images
-from edit_diffusion.editor import SCHEDULERS, EditSettings, load_editor, resolve_settings
+from common.devices import resolve_device
+from edit_diffusion.editor import SCHEDULERS, EditSettings, Editor, load_editor, resolve_settings
 from stylize_gan.checkpoint import load_generator
 
 NO_STYLE = "no stylization"
@@ -21,6 +22,9 @@ DEFAULT_SEED = 1371
 MAX_VARIANTS = 4
 MIN_RESOLUTION, MAX_RESOLUTION, RESOLUTION_STEP = 64, 1024, 64  # slider for the long-side cap
 MAX_STEPS = 500
+# Edits served at once: the Editor keeps no per-call state (own scheduler and generators per edit), so two
+# can share it; more would mostly queue for the same cores / GPU and multiply peak memory.
+EDIT_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Controls:
 @dataclass
 class AppContext:
     """Loaded once at start-up; the handlers read it, never change it."""
-    editor: object                                 # StableDiffusionInstructPix2PixPipeline
+    editor: Editor
     generators: dict[str, torch.nn.Module | None]  # style choice -> generator (None: no stylization)
     defaults: Controls
     limits: UploadLimits = field(default_factory=UploadLimits)
@@ -106,20 +110,23 @@ def example_images(folder: str | None) -> list[str]:
     return [str(p) for p in list_images(EXAMPLES)] if EXAMPLES.is_dir() else []
 
 
-def load_context(editor: str | None = None, gan_checkpoint: str | None = None, device: str = "cpu",
-                 limits: UploadLimits | None = None, examples: str | None = None) -> AppContext:
+def load_context(editor: str | None = None, gan_checkpoint: str | None = None, device: str = "auto",
+                 limits: UploadLimits | None = None, examples: str | None = None, dtype: str = "auto",
+                 compile_unet: bool = False, channels_last: bool = False) -> AppContext:
     """Load the editor and every generator once; the default style is --gan-checkpoint, else the bundled one."""
     pictures = example_images(examples)
     if editor is None and not DEFAULT_EDITOR.exists():
         raise UserInputError(f"the bundled editor is missing ({DEFAULT_EDITOR}); "
                              "pass --editor <pipeline folder, hub id or .safetensors file>")
-    pipe = load_editor(str(editor or DEFAULT_EDITOR), device=device)
+    device = resolve_device(device)
+    edit_model = load_editor(str(editor or DEFAULT_EDITOR), device, dtype, compile_unet=compile_unet,
+                             channels_last=channels_last)
     generators = load_generators(gan_checkpoint, device)
     if gan_checkpoint:
         style = checkpoint_choice(gan_checkpoint)
     else:
         style = DEFAULT_STYLE if DEFAULT_STYLE in generators else NO_STYLE
-    return AppContext(editor=pipe, generators=generators, defaults=default_controls(pipe, style),
+    return AppContext(editor=edit_model, generators=generators, defaults=default_controls(edit_model, style),
                       limits=limits or UploadLimits(), examples=pictures)
 
 

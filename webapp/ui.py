@@ -8,7 +8,8 @@ from functools import partial
 import gradio as gr
 
 from . import handlers
-from .context import MAX_RESOLUTION, MAX_STEPS, MAX_VARIANTS, MIN_RESOLUTION, MODES, RESOLUTION_STEP, AppContext
+from .context import (EDIT_CONCURRENCY, MAX_RESOLUTION, MAX_STEPS, MAX_VARIANTS, MIN_RESOLUTION, MODES,
+                      RESOLUTION_STEP, AppContext)
 from .context import scheduler_choices
 
 IMAGE_HEIGHT = 360  # px on the page; the files keep their own size
@@ -90,9 +91,10 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
         edit_inputs = [image, style, instruction, steps, steps_mode, cfg_text, cfg_text_mode, cfg_image,
                        cfg_image_mode, seed, seed_mode, scheduler, variants, resolution]
         edit_outputs = [stylized, edited, steps, cfg_text, cfg_image, seed]
-        # One edit at a time across both triggers: the pipeline is shared and its scheduler is swapped per call.
+        # Both triggers share one limit: the Editor keeps no per-call state, so EDIT_CONCURRENCY edits may run at once.
         for trigger in (edit_button.click, instruction.submit):
-            trigger(on_edit, inputs=edit_inputs, outputs=edit_outputs, concurrency_limit=1, concurrency_id="edit")
+            trigger(on_edit, inputs=edit_inputs, outputs=edit_outputs, concurrency_limit=EDIT_CONCURRENCY,
+                    concurrency_id="edit")
         # Same order as the fields of context.Controls, then the two outputs.
         reset_outputs = [style, steps, steps_mode, cfg_text, cfg_text_mode, cfg_image, cfg_image_mode, seed,
                          seed_mode, scheduler, variants, resolution, stylized, edited]
