@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors, one_line
 from webapp.context import UploadLimits, load_context
 
@@ -24,15 +24,19 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass
 class AppConfig:
-    host: str = LOOPBACK             # bind address; 0.0.0.0 opens the app to the whole network
-    port: int | None = None          # None: gradio's default, 7860 or the next free port
-    share: bool = False              # a public gradio.live link: only when asked for
-    editor: str | None = None        # pipeline folder, hub id or single file; default: the bundled editor
-    gan_checkpoint: str | None = None  # extra generator .safetensors offered (and preselected) in the style menu
-    device: str = "cpu"
-    examples: str | None = None      # folder of example images shown under the upload; default: bundled examples/
-    max_upload_mb: float = UploadLimits.max_megabytes   # uploads over this many MiB are refused
-    max_upload_pixels: int = UploadLimits.max_pixels    # uploads over this many pixels are refused before decoding
+    host: str = option(LOOPBACK, "bind address (127.0.0.1: this machine only; 0.0.0.0 opens the app to the "
+                                 "whole network)")
+    port: int | None = option(None, "port (default: 7860 or the next free one)", ge=1, le=65535)
+    share: bool = option(False, "also open a public gradio.live link (off by default)")
+    editor: str | None = option(None, "stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt "
+                                      "(default: bundled)")
+    gan_checkpoint: str | None = option(None, "stage-1 generator .safetensors, offered (and preselected) next to "
+                                              "the bundled styles", aliases=("--checkpoint_path",))
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
+    max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)
+    max_upload_pixels: int = option(UploadLimits.max_pixels, "largest accepted upload, in pixels (checked before "
+                                                             "decoding)", ge=1)
 
     def __post_init__(self) -> None:
         if not self.host.strip():
@@ -44,26 +48,14 @@ class AppConfig:
         except RuntimeError:
             raise ValueError(f"--device: unknown device {self.device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
         self.upload_limits()  # checks both upload flags
+        check_fields(self)  # NaN/inf and the metadata bounds of the rest
 
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(max_megabytes=self.max_upload_mb, max_pixels=self.max_upload_pixels)
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
-    p = OneLineErrorParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--host", default=LOOPBACK, help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, help="port (default: 7860 or the next free one)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-    p.add_argument("--editor", help="stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt (default: bundled)")
-    p.add_argument("--gan-checkpoint", "--checkpoint_path", dest="gan_checkpoint",
-                   help="stage-1 generator .safetensors, offered next to the bundled styles")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--examples", help="folder of example images to offer (default: the bundled examples/)")
-    p.add_argument("--max-upload-mb", type=float, default=AppConfig.max_upload_mb,
-                   help="largest accepted upload, in MiB (default %(default)s)")
-    p.add_argument("--max-upload-pixels", type=int, default=AppConfig.max_upload_pixels,
-                   help="largest accepted upload, in pixels (default %(default)s)")
-    return AppConfig(**vars(p.parse_args(argv)))
+    return parse_config(AppConfig, argv, prog="app.py", description=__doc__.strip().splitlines()[0])
 
 
 class Terminated(SystemExit):

@@ -6,16 +6,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from chain.defaults import DEFAULT_STYLE, STYLES
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 from common.images import check_output_path, folder_targets, load_image_capped, save_image
-from edit_diffusion.editor import SCHEDULERS, EditSettings, variant_paths
+from edit_diffusion.editor import EditSettings, variant_paths
 
 
 # Default cap on the long side of an input photo: stage 1 tiles any size, but a 100-megapixel photo would
@@ -25,69 +25,39 @@ MAX_SIDE = 2048
 
 @dataclass
 class InferConfig:
-    input: str                      # image file or folder of images
-    output: str                     # output image file (or folder when the input is a folder)
-    edit: str | None = None         # the instruction; required unless --skip-edit
-    gan_checkpoint: str | None = None  # generator .safetensors; default: the bundled --style
-    style: str = DEFAULT_STYLE      # bundled stage-1 style
-    editor: str | None = None       # pipeline folder, hub id or single file; default: bundled editor
-    skip_stylize: bool = False
-    skip_edit: bool = False
-    save_intermediate: bool = False  # also write the stage-1 result as <output>_stylized.png
-    steps: int | None = None        # None: the editor's own recommended value (edit_defaults.json)
-    cfg_text: float | None = None
-    cfg_image: float | None = None
-    seed: int | None = None         # None: drawn at random and printed
-    scheduler: str | None = None
-    resolution: int = 512           # cap on the long side used for editing
-    variants: int = 1
-    device: str = "cpu"
-    overwrite: bool = False
-    max_side: int = MAX_SIDE        # larger inputs are shrunk to this long side, with a notice (0: no cap, tiled)
+    input: str = option(help="image file or folder of images", aliases=("--source_file_path",))
+    output: str = option(help="output image (a folder when --input is a folder)",
+                         aliases=("--destination_file_path",))
+    edit: str | None = option(None, "edit instruction, e.g. 'make it sepia'; required unless --skip-edit",
+                              aliases=("--edit_condition",))
+    gan_checkpoint: str | None = option(None, "stage-1 generator .safetensors (default: the bundled --style)",
+                                        aliases=("--checkpoint_path",))
+    style: str = option(DEFAULT_STYLE, "bundled stage-1 style", choices=tuple(sorted(STYLES)))
+    editor: str | None = option(None, "stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt "
+                                      "(default: bundled)")
+    skip_stylize: bool = option(False, "edit the input photo as it is (no stage 1)")
+    skip_edit: bool = option(False, "stylize only (no stage 2)")
+    save_intermediate: bool = option(False, "also write the stage-1 result as <output>_stylized.png")
+    settings: EditSettings = field(default_factory=EditSettings)  # --steps, --cfg-text, ... (EditSettings' flags)
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    overwrite: bool = option(False, "replace existing output files")
+    max_side: int = option(MAX_SIDE, "shrink larger inputs to this long side, with a notice (0: full size, tiled)",
+                           ge=0)
 
     def __post_init__(self):
+        check_fields(self)
         if self.skip_stylize and self.skip_edit:
             raise ValueError("--skip-stylize and --skip-edit together leave nothing to do")
         if not self.skip_edit and (self.edit is None or not self.edit.strip()):
             raise ValueError("--edit: the instruction is empty; write what to change, e.g. \"make it black and white\"")
-        if self.style not in STYLES:
-            raise ValueError(f"--style: unknown style {self.style!r}; bundled: {', '.join(sorted(STYLES))}")
-        if self.max_side < 0:
-            raise ValueError(f"--max-side must be >= 0 (0: no cap), got {self.max_side}")
-        # Steps, guidance, scheduler and resolution are checked by EditSettings (one place for the rules).
-        self.edit_settings()
 
     def edit_settings(self) -> EditSettings:
-        return EditSettings(steps=self.steps, cfg_text=self.cfg_text, cfg_image=self.cfg_image, seed=self.seed,
-                            scheduler=self.scheduler, resolution=self.resolution, num_variants=self.variants)
+        return self.settings
 
 
 def parse_args(argv: list[str] | None = None) -> InferConfig:
-    p = OneLineErrorParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--input", "--source_file_path", dest="input", required=True, help="image file or folder")
-    p.add_argument("--output", "--destination_file_path", dest="output", required=True,
-                   help="output image (a folder when --input is a folder)")
-    p.add_argument("--edit", "--edit_condition", dest="edit", help="edit instruction, e.g. 'make it sepia'")
-    p.add_argument("--gan-checkpoint", "--checkpoint_path", dest="gan_checkpoint",
-                   help="stage-1 generator .safetensors (default: bundled style)")
-    p.add_argument("--style", default=DEFAULT_STYLE, choices=sorted(STYLES), help="bundled stage-1 style")
-    p.add_argument("--editor", help="stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt (default: bundled)")
-    p.add_argument("--skip-stylize", action="store_true")
-    p.add_argument("--skip-edit", action="store_true")
-    p.add_argument("--save-intermediate", action="store_true", help="also save the stylized image")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cfg-text", type=float, help="text guidance (default: the editor's, else 7.5)")
-    p.add_argument("--cfg-image", type=float, help="image guidance, >= 1 (default: the editor's, else 1.5)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS))
-    p.add_argument("--resolution", type=int, default=512, help="cap on the long side for editing")
-    p.add_argument("--variants", type=int, default=1, help="number of edited variants")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--max-side", dest="max_side", type=int, default=MAX_SIDE,
-                   help=f"shrink larger inputs to this long side, with a notice (0: full size, tiled; default {MAX_SIDE})")
-    args = p.parse_args(argv)
-    return InferConfig(**vars(args))
+    """Flags from InferConfig, the edit flags from EditSettings (shared with `python -m edit_diffusion`)."""
+    return parse_config(InferConfig, argv, prog="infer.py", description=__doc__.strip().splitlines()[0])
 
 
 def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
@@ -111,7 +81,7 @@ def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
 
 def _outputs_of(out: Path, config: InferConfig) -> list[Path]:
     """Every file one input will produce."""
-    variants = 1 if config.skip_edit else config.variants
+    variants = 1 if config.skip_edit else config.settings.num_variants
     paths = variant_paths(out, variants)
     if config.save_intermediate and not config.skip_stylize:
         paths.append(_stylized_path(out))

@@ -12,62 +12,16 @@ flags under their known names.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-from common.cli import OneLineErrorParser
+from common.cli import parse_config
 from common.errors import cli_errors
-from edit_diffusion.config import (BETA_SCHEDULES, LR_SCHEDULERS, MIXED_PRECISION, PREDICTION_TYPES,
-                                   SCHEDULER_NAMES, EditTrainConfig)
-
-# Flags whose values are a closed set: validated by argparse `choices`.
-CHOICES = {"prediction_type": PREDICTION_TYPES, "beta_schedule": BETA_SCHEDULES, "mixed_precision": MIXED_PRECISION,
-           "lr_scheduler": LR_SCHEDULERS, "default_scheduler": SCHEDULER_NAMES,
-           "cache_images": ("auto", "always", "never")}
-HELP = {
-    "pretrained_model_name_or_path": "hub id, local diffusers folder, or single .ckpt/.safetensors file",
-    "unet_config": "UNet JSON config (or bundled name: tiny, sd15) to train from scratch",
-    "vae_config": "VAE JSON config (or 'tiny'); pre-train it with --vae_pretrain_steps",
-    "text_encoder_config": "CLIPTextModel JSON config (or 'tiny')",
-    "tokenizer": "'clip' (SD 1.5 tokenizer rebuilt offline) or a tokenizer folder",
-    "original_config": "local diffusers folder with the configs of a single-file checkpoint",
-    "dataset_name": "datasets hub name or save_to_disk folder",
-    "train_data_dir": "folder with metadata.jsonl, or the InstructPix2Pix generated layout",
-    "conditioning_dropout_prob": "probability of dropping text, image, and both (each), paper §3.2.1",
-    "resume_from_checkpoint": "'latest' or a checkpoint-<step> name",
-    "validation_steps": "run validation edits every N optimisation steps",
-    "rescale_betas_zero_snr": "zero terminal SNR noise schedule (needs v_prediction or sample)",
-    "max_nonfinite_steps": "non-finite losses are skipped with a warning; stop after this many in a row",
-    "default_steps": "editing defaults written to edit_defaults.json in the output folder",
-}
-
-def _arg_type(annotation: str):
-    if "bool" in annotation:
-        return bool
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
-
-
-def build_parser() -> OneLineErrorParser:
-    """One flag per EditTrainConfig field, named like the field (the diffusers recipe's names)."""
-    parser = OneLineErrorParser(prog="train_edit.py", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(EditTrainConfig):
-        kind = _arg_type(str(f.type))
-        help_text = HELP.get(f.name)
-        if kind is bool:
-            parser.add_argument(f"--{f.name}", action="store_true", help=help_text)
-        else:
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, choices=CHOICES.get(f.name),
-                                help=help_text)
-    return parser
+from edit_diffusion.config import EditTrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> EditTrainConfig:
-    args = build_parser().parse_args(argv)
-    return EditTrainConfig(**vars(args))
+    """One flag per EditTrainConfig field, named like the field (the diffusers recipe's names)."""
+    return parse_config(EditTrainConfig, argv, prog="train_edit.py", description=__doc__.split("\n\n")[0])
 
 
 def main(config: EditTrainConfig) -> dict:

@@ -17,49 +17,45 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain.defaults import CHECKPOINTS, REPO_ROOT, STYLES
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config, to_argv
 from common.errors import cli_errors
+from edit_diffusion.config import EditTrainConfig
+from stylize_gan.config import GanTrainConfig
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
 @dataclass
 class DefaultsConfig:
-    work_dir: str = "work_data"        # data, runs and logs (not committed)
-    seed: int = 0
-    gan_steps: int = 1800              # optimizer steps of the GAN (init phase included)
-    edit_steps: int = 5000             # UNet optimizer steps of the editor
-    vae_steps: int = 2000              # VAE pre-training steps of the editor
-    skip_data: bool = False            # reuse <work_dir>/demo if it is already built
-    only: str = "both"                 # both / gan / editor
+    work_dir: str = option("work_data", "data, runs and logs (not committed)")
+    seed: int = option(0, "seed of the data and both trainers")
+    gan_steps: int = option(1800, "optimizer steps of the GAN (init phase included)", ge=1)
+    edit_steps: int = option(5000, "UNet optimizer steps of the editor", ge=1)
+    vae_steps: int = option(2000, "VAE pre-training steps of the editor", ge=1)
+    skip_data: bool = option(False, "reuse <work-dir>/demo if it is already built")
+    only: str = option("both", "which model to train", choices=("both", "gan", "editor"))
 
     def __post_init__(self):
-        for name in ("gan_steps", "edit_steps", "vae_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.only not in ("both", "gan", "editor"):
-            raise ValueError(f"--only must be both, gan or editor, got {self.only!r}")
+        check_fields(self)
 
 
 def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
     """train_gan.py settings of the bundled cartoon generator (AnimeGAN losses, offline backbone)."""
-    return [sys.executable, str(REPO_ROOT / "train_gan.py"),
-            "--data-dir", str(data / "gan"), "--dataset", "Cartoon", "--image-size", "128",
-            "--batch-size", "4", "--gen-width", "16", "--gen-depth", "3", "--gen-res-blocks", "2",
-            "--disc-width", "32", "--disc-layers", "3", "--content_backbone", "efficientnet_lite0",
-            # Tuned for four style photos and a CPU budget: a residual generator (starts at the identity, so
-            # no content-only init phase), a discriminator that judges luminance structure only, adversarial
-            # weight 20 instead of AnimeGANv2's 300, and the learned ink layer. Without the ink layer this
-            # recipe ended at 1.01x the photo's L1 to the filter: the generator never learned where outlines
-            # go. With it, the outlines carry the style and the paint should stay the photo's, hence a YUV
-            # colour weight of 160: at 40 and 80 the paint drifted on textures (README, stage 1).
-            "--gen-residual", "--luma-discriminator", "--gen-ink",
-            "--adversarial_loss_gen_weight", "20", "--adversarial_loss_disc_weight", "20",
-            "--chromatic_loss_weight", "160", "--threads", "1",
-            "--initial-epochs", "0", "--epochs", "1000", "--max-steps", str(cfg.gan_steps),
-            "--initial-lr", "1e-3", "--lr-generator", "2e-4", "--lr-discriminator", "4e-4",
-            "--save-interval", "2", "--log-interval", "20", "--seed", str(cfg.seed),
-            "--checkpoint-dir", str(run), "--save-image-dir", str(run / "images"), "--overwrite"]
+    recipe = dict(
+        data_dir=data / "gan", dataset="Cartoon", image_size=128, batch_size=4, gen_width=16, gen_depth=3,
+        gen_res_blocks=2, disc_width=32, disc_layers=3, content_backbone="efficientnet_lite0",
+        # Tuned for four style photos and a CPU budget: a residual generator (starts at the identity, so
+        # no content-only init phase), a discriminator that judges luminance structure only, adversarial
+        # weight 20 instead of AnimeGANv2's 300, and the learned ink layer. Without the ink layer this
+        # recipe ended at 1.01x the photo's L1 to the filter: the generator never learned where outlines
+        # go. With it, the outlines carry the style and the paint should stay the photo's, hence a YUV
+        # colour weight of 160: at 40 and 80 the paint drifted on textures (README, stage 1).
+        gen_residual=True, luma_discriminator=True, gen_ink=True,
+        adversarial_loss_gen_weight=20, adversarial_loss_disc_weight=20, chromatic_loss_weight=160, threads=1,
+        initial_epochs=0, epochs=1000, max_steps=cfg.gan_steps, initial_lr="1e-3", lr_generator="2e-4",
+        lr_discriminator="4e-4", save_interval=2, log_interval=20, seed=cfg.seed,
+        checkpoint_dir=run, save_image_dir=run / "images", overwrite=True)
+    return [sys.executable, str(REPO_ROOT / "train_gan.py"), *to_argv(GanTrainConfig, recipe)]
 
 
 def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
@@ -67,17 +63,15 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
     A norm-free factor-1 VAE (the editor_vae.json comment says why), x0 ("sample") prediction on a
     zero-terminal-SNR schedule (SD's schedule leaks the target into x_T, which sampling never has), and
     48 px crops: the model is convolutional, and small crops buy several times more steps per CPU hour."""
-    return [sys.executable, str(REPO_ROOT / "train_edit.py"),
-            "--unet_config", str(CONFIGS / "editor_unet.json"), "--vae_config", str(CONFIGS / "editor_vae.json"),
-            "--text_encoder_config", str(CONFIGS / "editor_text_encoder.json"), "--tokenizer", "clip",
-            "--train_text_encoder", "--prediction_type", "sample", "--rescale_betas_zero_snr",
-            "--vae_pretrain_steps", str(cfg.vae_steps),
-            "--train_data_dir", str(data / "edit" / "train"), "--resolution", "48", "--random_flip",
-            "--train_batch_size", "8", "--max_train_steps", str(cfg.edit_steps), "--learning_rate", "5e-4",
-            "--lr_scheduler", "cosine", "--lr_warmup_steps", "100", "--seed", str(cfg.seed),
-            "--checkpointing_steps", "1000", "--checkpoints_total_limit", "1", "--output_dir", str(run),
-            "--default_steps", "4", "--default_cfg_text", "1.0", "--default_cfg_image", "1.0",
-            "--default_scheduler", "ddim"]
+    recipe = dict(
+        unet_config=CONFIGS / "editor_unet.json", vae_config=CONFIGS / "editor_vae.json",
+        text_encoder_config=CONFIGS / "editor_text_encoder.json", tokenizer="clip",
+        train_text_encoder=True, prediction_type="sample", rescale_betas_zero_snr=True,
+        vae_pretrain_steps=cfg.vae_steps, train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
+        train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate="5e-4", lr_scheduler="cosine",
+        lr_warmup_steps=100, seed=cfg.seed, checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
+        default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim")
+    return [sys.executable, str(REPO_ROOT / "train_edit.py"), *to_argv(EditTrainConfig, recipe)]
 
 
 def _run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
@@ -118,14 +112,8 @@ def main(cfg: DefaultsConfig) -> None:
 
 @cli_errors
 def cli(argv: list[str] | None = None) -> None:
-    p = OneLineErrorParser(description=__doc__.strip().splitlines()[0])
-    for field, value in DefaultsConfig().__dict__.items():
-        flag = "--" + field.replace("_", "-")
-        if isinstance(value, bool):
-            p.add_argument(flag, action="store_true")
-        else:
-            p.add_argument(flag, type=type(value), default=value)
-    main(DefaultsConfig(**vars(p.parse_args(argv))))
+    main(parse_config(DefaultsConfig, argv, prog="python -m demo.train_defaults",
+                      description=__doc__.strip().splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from common.cli import check_fields, option
+from common.training import NONFINITE_HELP, NONFINITE_LIMIT
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -11,90 +15,99 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 # Names of editing schedulers (the registry itself lives in editor.py; kept as names here so the config
 # module imports nothing heavy).
 SCHEDULER_NAMES = ("euler_a", "ddim", "dpmpp", "lcm")
+CACHE_MODES = ("auto", "always", "never")
 
-
-def _positive(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not 0 < value < float("inf"):  # `not 0 < v` also refuses nan
-        raise ValueError(f"--{name} must be a finite positive number, got {value!r}")
 
 
 @dataclass
 class EditTrainConfig:
+    # Flags keep the diffusers InstructPix2Pix recipe's names (--pretrained_model_name_or_path, ...).
+    FLAG_SEPARATOR: ClassVar[str] = "_"
+
     # --- model --------------------------------------------------------------------------------------
-    pretrained_model_name_or_path: str | None = None  # hub id, diffusers folder or single .ckpt/.safetensors
-    unet_config: str | None = None          # JSON file: build the UNet from scratch (in_channels 8)
-    vae_config: str | None = None           # JSON file: build the VAE from scratch (then pre-train it)
-    text_encoder_config: str | None = None  # JSON file: build a CLIPTextModel from scratch
-    tokenizer: str | None = None            # "clip" = rebuilt SD 1.5 tokenizer, or a tokenizer folder
-    original_config: str | None = None      # local diffusers config folder for a single-file checkpoint
-    prediction_type: str | None = None      # training target; None keeps the base model's (epsilon from scratch)
-    beta_schedule: str | None = None        # noise schedule for from-scratch models (scaled_linear default)
+    pretrained_model_name_or_path: str | None = option(
+        None, "hub id, local diffusers folder, or single .ckpt/.safetensors file")
+    unet_config: str | None = option(None, "UNet JSON config (or bundled name: tiny, sd15) to train from scratch "
+                                           "(in_channels 8)")
+    vae_config: str | None = option(None, "VAE JSON config (or 'tiny'); pre-train it with --vae_pretrain_steps")
+    text_encoder_config: str | None = option(None, "CLIPTextModel JSON config (or 'tiny')")
+    tokenizer: str | None = option(None, "'clip' (SD 1.5 tokenizer rebuilt offline) or a tokenizer folder")
+    original_config: str | None = option(None, "local diffusers folder with the configs of a single-file checkpoint")
+    prediction_type: str | None = option(None, "training target (default: the base model's; epsilon from scratch)",
+                                         choices=PREDICTION_TYPES)
+    beta_schedule: str | None = option(None, "noise schedule of from-scratch models (default scaled_linear)",
+                                       choices=BETA_SCHEDULES)
     # Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"):
     # SD's schedule leaves sqrt(alpha_bar) = 0.068 of the target in x_T, so a model learns to read the
     # target's colours from "noise" that sampling never has. Needs a v_prediction or sample target.
-    rescale_betas_zero_snr: bool = False
-    train_text_encoder: bool = False        # jointly train the text encoder (from-scratch models)
-    vae_pretrain_steps: int = 0             # reconstruction steps for the VAE before the UNet phase
-    vae_learning_rate: float = 1e-3
-    vae_kl_weight: float = 1e-6             # small KL keeps latents near N(0, 1) without blurring
-    vae_pretrain_crop: int = 64             # random crops for VAE pre-training (convolutional: small crops
-                                            # teach it as well, several times faster)
-    lora_rank: int | None = None            # train LoRA adapters (peft) instead of the full UNet
-    enable_xformers_memory_efficient_attention: bool = False
+    rescale_betas_zero_snr: bool = option(False, "zero terminal SNR noise schedule (needs v_prediction or sample)")
+    train_text_encoder: bool = option(False, "jointly train the text encoder (from-scratch models)")
+    vae_pretrain_steps: int = option(0, "reconstruction steps for the VAE before the UNet phase", ge=0)
+    vae_learning_rate: float = option(1e-3, "learning rate of the VAE pre-training", gt=0)
+    vae_kl_weight: float = option(1e-6, "KL weight of the VAE pre-training (small: latents near N(0, 1) without "
+                                        "blurring)", ge=0)
+    # convolutional: small crops teach it as well, several times faster
+    vae_pretrain_crop: int = option(64, "random crop size of the VAE pre-training", ge=1)
+    lora_rank: int | None = option(None, "train LoRA adapters (peft) of this rank instead of the full UNet", ge=1)
+    enable_xformers_memory_efficient_attention: bool = option(False, "use xformers attention (CUDA)")
     # --- data ---------------------------------------------------------------------------------------
-    dataset_name: str | None = None         # datasets hub name or a save_to_disk folder
-    train_data_dir: str | None = None       # metadata.jsonl folder or InstructPix2Pix generated layout
-    original_image_column: str = "input_image"
-    edit_prompt_column: str = "edit_prompt"
-    edited_image_column: str = "edited_image"
-    max_train_samples: int | None = None
-    resolution: int = 256
-    center_crop: bool = False               # else random crop (same window for both images)
-    random_flip: bool = False               # same flip for both images
-    cache_images: str = "auto"              # decode once and keep in memory: auto (small data) / always / never
-    dataloader_num_workers: int = 0
+    dataset_name: str | None = option(None, "datasets hub name or save_to_disk folder")
+    train_data_dir: str | None = option(None, "folder with metadata.jsonl, or the InstructPix2Pix generated layout")
+    original_image_column: str = option("input_image", "dataset column of the input images")
+    edit_prompt_column: str = option("edit_prompt", "dataset column of the instructions")
+    edited_image_column: str = option("edited_image", "dataset column of the edited images")
+    max_train_samples: int | None = option(None, "use only the first N training examples", ge=1)
+    resolution: int = option(256, "training resolution (a multiple of 8)", ge=1)
+    center_crop: bool = option(False, "center crop (default: random crop, the same window for both images)")
+    random_flip: bool = option(False, "random horizontal flip (the same for both images)")
+    cache_images: str = option("auto", "decode once and keep in memory: auto (small data) / always / never",
+                               choices=CACHE_MODES)
+    dataloader_num_workers: int = option(0, "DataLoader worker processes", ge=0)
     # --- optimisation -------------------------------------------------------------------------------
-    train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    num_train_epochs: int = 100
-    max_train_steps: int | None = None      # overrides num_train_epochs
-    learning_rate: float = 1e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 500
-    conditioning_dropout_prob: float = 0.05  # InstructPix2Pix §3.2.1: each of text / image / both
-    mixed_precision: str = "no"
-    use_ema: bool = False
-    ema_decay: float = 0.9999
-    seed: int | None = None
-    max_nonfinite_steps: int = 5            # non-finite losses are skipped with a warning; stop after this many in a row
+    train_batch_size: int = option(4, "images per step and process", ge=1)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", ge=1)
+    gradient_checkpointing: bool = option(False, "trade compute for memory in the UNet")
+    num_train_epochs: int = option(100, "epochs (--max_train_steps overrides)", ge=1)
+    max_train_steps: int | None = option(None, "optimizer steps; overrides --num_train_epochs", ge=1)
+    learning_rate: float = option(1e-4, "UNet learning rate", gt=0)
+    adam_beta1: float = option(0.9, "Adam beta1", ge=0, lt=1)
+    adam_beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
+    adam_weight_decay: float = option(1e-2, "AdamW weight decay", ge=0)
+    adam_epsilon: float = option(1e-8, "Adam epsilon", ge=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm", gt=0)
+    lr_scheduler: str = option("constant", "learning-rate schedule (diffusers.optimization)", choices=LR_SCHEDULERS)
+    lr_warmup_steps: int = option(500, "warm-up steps of the LR schedule", ge=0)
+    conditioning_dropout_prob: float = option(0.05, "probability of dropping text, image, and both (each), paper "
+                                                    "§3.2.1; at most 1/3", ge=0)
+    mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
+    use_ema: bool = option(False, "keep an EMA copy of the UNet (saved as the final weights)")
+    ema_decay: float = option(0.9999, "EMA decay", gt=0, lt=1)
+    seed: int | None = option(None, "random seed (each process adds its rank); default: not seeded")
+    max_nonfinite_steps: int = option(NONFINITE_LIMIT, NONFINITE_HELP, ge=1)
     # --- checkpoints, logging, validation ------------------------------------------------------------
-    output_dir: str = "instruct-pix2pix-model"
-    logging_dir: str = "logs"               # relative to output_dir
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint-<step> name / path
-    validation_image: str | None = None
-    validation_prompt: str | None = None
-    validation_steps: int = 100
-    num_validation_images: int = 1
-    validation_inference_steps: int | None = None  # None: the run's default_steps
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    output_dir: str = option("instruct-pix2pix-model", "folder of the final pipeline and the checkpoints")
+    logging_dir: str = option("logs", "TensorBoard folder, relative to --output_dir")
+    checkpointing_steps: int = option(500, "optimizer steps between training checkpoints", ge=1)
+    checkpoints_total_limit: int | None = option(None, "keep at most this many checkpoints", ge=1)
+    resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint-<step> name")
+    validation_image: str | None = option(None, "image edited at every validation (with --validation_prompt)")
+    validation_prompt: str | None = option(None, "instruction of the validation edits (with --validation_image)")
+    validation_steps: int = option(100, "run validation edits every N optimisation steps", ge=1)
+    num_validation_images: int = option(1, "edits per validation", ge=1)
+    validation_inference_steps: int | None = option(None, "denoising steps of validation edits (default: "
+                                                          "--default_steps)", ge=1)
+    push_to_hub: bool = option(False, "upload the final pipeline to the hub")
+    hub_model_id: str | None = option(None, "hub repository of --push_to_hub")
     # --- editing defaults written to edit_defaults.json in the final folder ----------------------------
-    default_steps: int | None = None
-    default_cfg_text: float | None = None
-    default_cfg_image: float | None = None
-    default_scheduler: str | None = None    # None: euler_a, or ddim for sample prediction (Euler-a lacks it)
+    default_steps: int | None = option(None, "editing default written to edit_defaults.json: denoising steps", ge=1)
+    default_cfg_text: float | None = option(None, "editing default: text guidance", ge=0)
+    # below 1 the stock pipeline disables all guidance, text included
+    default_cfg_image: float | None = option(None, "editing default: image guidance (>= 1)", ge=1)
+    default_scheduler: str | None = option(None, "editing default scheduler (default: euler_a, or ddim for sample "
+                                                 "prediction)", choices=SCHEDULER_NAMES)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # bounds, NaN/inf and choices of every field, from its metadata
         scratch = [self.unet_config, self.vae_config, self.text_encoder_config]
         if self.pretrained_model_name_or_path is None and not all(scratch):
             raise ValueError("--pretrained_model_name_or_path is required unless --unet_config, --vae_config "
@@ -103,47 +116,18 @@ class EditTrainConfig:
             raise ValueError("--dataset_name or --train_data_dir is required")
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("--dataset_name and --train_data_dir are exclusive; give one")
-        if self.prediction_type is not None and self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"--prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.beta_schedule is not None and self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"--beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.rescale_betas_zero_snr and self.prediction_type not in ("v_prediction", "sample"):
             raise ValueError("--rescale_betas_zero_snr needs --prediction_type v_prediction or sample (at zero "
                              "terminal SNR an epsilon model cannot recover the image at the first step)")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"--mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ValueError(f"--lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
-        if self.cache_images not in ("auto", "always", "never"):
-            raise ValueError(f"--cache_images must be auto, always or never, got {self.cache_images!r}")
         if not 0.0 <= self.conditioning_dropout_prob <= 1.0 / 3.0:
             raise ValueError("--conditioning_dropout_prob must lie in [0, 1/3] (it is applied to text, image "
                              f"and both), got {self.conditioning_dropout_prob}")
-        for name in ("max_nonfinite_steps", "resolution", "vae_pretrain_crop", "train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-                     "learning_rate", "checkpointing_steps", "validation_steps", "num_validation_images"):
-            _positive(name, getattr(self, name))
-        for name in ("max_train_steps", "checkpoints_total_limit", "lora_rank", "default_steps",
-                     "validation_inference_steps", "max_train_samples"):
-            _positive(name, getattr(self, name), allow_none=True)
         if self.resolution % 8:
             raise ValueError(f"--resolution must be a multiple of 8, got {self.resolution}")
-        for name in ("vae_pretrain_steps", "lr_warmup_steps", "dataloader_num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise ValueError(f"--max_grad_norm must be positive, got {self.max_grad_norm}")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"--ema_decay must lie in (0, 1), got {self.ema_decay}")
         if (self.validation_image is None) != (self.validation_prompt is None):
             raise ValueError("--validation_image and --validation_prompt go together; give both or neither")
         if self.lora_rank is not None and (self.use_ema or self.train_text_encoder):
             raise ValueError("--lora_rank cannot be combined with --use_ema or --train_text_encoder")
-        if self.default_cfg_image is not None and self.default_cfg_image < 1.0:
-            raise ValueError("--default_cfg_image must be >= 1 (below 1 the stock pipeline disables all guidance)")
-        if self.default_cfg_text is not None and self.default_cfg_text < 0:
-            raise ValueError(f"--default_cfg_text must be >= 0, got {self.default_cfg_text}")
-        if self.default_scheduler is not None and self.default_scheduler not in SCHEDULER_NAMES:
-            raise ValueError(f"--default_scheduler must be one of {SCHEDULER_NAMES}, got {self.default_scheduler!r}")
         if self.default_scheduler == "euler_a" and self.prediction_type == "sample":
             raise ValueError("--default_scheduler euler_a does not support --prediction_type sample; "
                              "use ddim, dpmpp or lcm")

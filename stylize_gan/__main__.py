@@ -5,41 +5,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import cli_errors
 
 
 @dataclass
 class StylizeConfig:
-    checkpoint: str            # generator.safetensors written by train_gan.py
-    input: str                 # image, folder or video
-    output: str                # image, folder or video (same kind as the input)
-    overwrite: bool = False    # replace existing output files (never the input)
-    device: str = "cpu"        # torch device, e.g. cpu or cuda
-    tile: int = 1024           # images larger than this are processed in overlapping tiles
-    overlap: int = 64          # pixels shared by neighbouring tiles
+    checkpoint: str = option(help="generator .safetensors written by train_gan.py")
+    input: str = option(help="image, folder or video")
+    output: str = option(help="image, folder or video (same kind as the input)")
+    overwrite: bool = option(False, "replace existing output files (never the input)")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    tile: int = option(1024, "images larger than this are processed in overlapping tiles", ge=16)
+    overlap: int = option(64, "pixels shared by neighbouring tiles", ge=0)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.tile < 2 * self.overlap + 16:
             raise ValueError(f"--tile must be at least 2 * --overlap + 16, got {self.tile} and {self.overlap}")
-        if self.overlap < 0:
-            raise ValueError(f"--overlap must be >= 0, got {self.overlap}")
 
 
 def parse_args(argv: list[str] | None = None) -> StylizeConfig:
-    p = OneLineErrorParser(prog="python -m stylize_gan", description="Stylize images, folders or videos.")
-    p.add_argument("--checkpoint", required=True, help="generator .safetensors file")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--tile", type=int, default=1024)
-    p.add_argument("--overlap", type=int, default=64)
-    args = p.parse_args(argv)
-    try:
-        return StylizeConfig(**vars(args))
-    except ValueError as err:
-        p.error(str(err))
+    return parse_config(StylizeConfig, argv, prog="python -m stylize_gan",
+                        description="Stylize images, folders or videos.")
 
 
 def main(config: StylizeConfig) -> list[str]:
