@@ -14,7 +14,7 @@ from tqdm import tqdm
 from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
-from common.images import check_output_path, folder_targets, load_image_capped, save_image
+from common.images import check_output_path, folder_targets, load_image_capped, refuse_shared_outputs, save_image
 from edit_diffusion.editor import EditSettings, variant_paths
 
 
@@ -67,6 +67,7 @@ def _jobs(config: InferConfig) -> list[tuple[Path, Path]]:
         raise UserInputError(f"{src}: file not found")
     if src.is_dir():
         pairs = folder_targets(src, dst, suffix=".png")
+        refuse_shared_outputs([(image, _outputs_of(out, config)) for image, out in pairs])  # variants too
         if not dst.parent.exists():
             raise UserInputError(f"{dst.parent}: output folder does not exist")
         if not dst.exists():  # created by main() once the models are loaded: a failed run leaves nothing behind

@@ -14,6 +14,20 @@ from safetensors.torch import load_file, save_file
 
 from .errors import UserInputError
 
+# The bundled models (shipped with the repository): read-only for the trainers unless a flag says otherwise.
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+ALLOW_BUNDLED_FLAG = "--allow-overwrite-bundled"
+
+
+def refuse_bundled_output(flag: str, path: str | os.PathLike | None, allow: bool) -> None:
+    """Refuse a training output inside the bundled `checkpoints/` folder unless `allow` (the explicit flag)."""
+    if path is None or allow:
+        return
+    resolved = Path(path).resolve()
+    if resolved == BUNDLED_DIR or resolved.is_relative_to(BUNDLED_DIR):
+        raise UserInputError(f"{flag} {path}: inside {BUNDLED_DIR}, the bundled models; write under runs/ "
+                             f"or pass {ALLOW_BUNDLED_FLAG} to replace them on purpose")
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then rename onto `path`; the old file survives any crash before the rename."""

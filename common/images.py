@@ -4,6 +4,7 @@ over the input or an existing file unless asked."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,9 @@ def check_output_path(output: str | os.PathLike, inputs: list[str | os.PathLike]
 
 def folder_targets(src: Path, dst: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
     """(input, output) pairs for a folder -> folder run: the images of `src` mapped into `dst` (same name,
-    or the same stem with `suffix`). Refuses an empty input folder, an output that is a file, the input
+    or the same stem with `suffix`). Two inputs with one stem (a.jpg, a.png -> a.png) both get an output:
+    an input already named like its output keeps that name, the others take their full name plus the suffix
+    (a.png -> a.png, a.jpg -> a.jpg.png). Refuses an empty input folder, an output that is a file, the input
     folder itself; existing files and creating `dst` are the caller's (their rules differ)."""
     images = list_images(src)
     if not images:
@@ -157,7 +160,22 @@ def folder_targets(src: Path, dst: Path, suffix: str | None = None) -> list[tupl
         raise UserInputError(f"{dst}: the input is a folder, so the output must be a folder")
     if dst.resolve() == src.resolve():
         raise UserInputError(f"{dst}: output folder is the input folder; choose another")
-    return [(img, dst / (img.name if suffix is None else img.stem + suffix)) for img in images]
+    names = [img.name if suffix is None else img.stem + suffix for img in images]
+    count = Counter(names)
+    names = [name if count[name] == 1 or name == img.name else img.name + suffix for img, name in zip(images, names)]
+    pairs = [(img, dst / name) for img, name in zip(images, names)]
+    refuse_shared_outputs([(img, [out]) for img, out in pairs])
+    return pairs
+
+
+def refuse_shared_outputs(outputs: list[tuple[Path, list[Path]]]) -> None:
+    """Refuse, before any work, a run in which two inputs would write one file: (input, its outputs) pairs."""
+    owner: dict[Path, Path] = {}
+    for src, paths in outputs:
+        for path in paths:
+            if owner.setdefault(path, src) != src:
+                raise UserInputError(f"{path}: both {owner[path].name} and {src.name} would be written there; "
+                                     "rename one of the inputs")
 
 
 def save_image(img: Image.Image, path: str | os.PathLike) -> None:

@@ -4,6 +4,7 @@ frozen but not reproducible from the base model (a pre-trained from-scratch VAE,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoints import load_json, load_tensors, save_json, save_tensors
-from common.errors import UserInputError
+from common.checkpoints import load_json, load_tensors, read_metadata, save_json, save_tensors
+from common.errors import UserInputError, one_line
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -74,9 +75,11 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
             tensors = {f"shadow.{i:05d}": p for i, p in enumerate(ema.shadow_params)}
             save_tensors(tensors, tmp / "ema.safetensors",
                          metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
-        save_json({"global_step": step, "config": config.to_dict()}, tmp / "trainer_state.json")
     accelerator.wait_for_everyone()  # every rank's files are in tmp
     if accelerator.is_main_process:
+        # written last: marks a complete save, and its manifest lets a resume refuse damaged or swapped files
+        save_json({"global_step": step, "config": config.to_dict(), "files": file_manifest(tmp)},
+                  tmp / "trainer_state.json")
         if path.exists():  # the same step saved before (a resumed run stopped again at once)
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -85,15 +88,81 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
     return path
 
 
+def file_manifest(folder: Path) -> dict[str, dict]:
+    """relative path -> {bytes, sha256} of every file under `folder` (trainer_state.json aside)."""
+    manifest = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "trainer_state.json"):
+        with open(file, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        manifest[file.relative_to(folder).as_posix()] = {"bytes": file.stat().st_size, "sha256": digest}
+    return manifest
+
+
+def _read_pickled(path: Path):
+    """A torch file the way accelerate reads it (weights_only: tensors and plain containers, never code)."""
+    from accelerate.utils import load
+    try:
+        return load(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - the unpickler raises many types; all mean "refused"
+        raise UserInputError(f"{path}: damaged or not a training-state file, refused "
+                             f"({type(err).__name__}: {one_line(err)[:120]})") from None
+
+
+def verify_resume_folder(path: Path, process_index: int) -> None:
+    """Before anything is loaded: every file of the save is there, unchanged (manifest), and each file
+    accelerate will unpickle holds what it should. One line naming the first bad file; never a silent
+    inexact resume (accelerate skips unreadable RNG states without a word)."""
+    state = load_json(path / "trainer_state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        raise UserInputError(f"{path / 'trainer_state.json'}: not a trainer state (no global_step)")
+    for name, want in (state.get("files") or {}).items():  # saves made before the manifest have none
+        file = path / name
+        if not file.is_file():
+            raise UserInputError(f"{file}: missing from the checkpoint")
+        with open(file, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if file.stat().st_size != want.get("bytes") or digest != want.get("sha256"):
+            raise UserInputError(f"{file}: damaged or replaced since the save (size or checksum differs)")
+    for file in [path / "model.safetensors", path / "ema.safetensors",
+                 *path.glob("vae/*.safetensors"), *path.glob("text_encoder/*.safetensors")]:
+        if file.exists():
+            read_metadata(file)  # header and declared size: a truncated file fails here
+    optimizer = _read_pickled(path / "optimizer.bin")
+    if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= optimizer.keys():
+        raise UserInputError(f"{path / 'optimizer.bin'}: not an optimizer state")
+    rng_file = path / f"random_states_{process_index}.pkl"
+    rng = _read_pickled(rng_file)
+    if not isinstance(rng, dict) or not torch.is_tensor(rng.get("torch_manual_seed")) or \
+            not {"random_state", "numpy_random_seed"} <= rng.keys():
+        raise UserInputError(f"{rng_file}: not a random-state file")
+
+
+def load_accelerator_state(accelerator, path: Path, lr_scheduler) -> None:
+    """`accelerator.load_state` of a folder `verify_resume_folder` passed; a state that does not fit the live
+    model, optimizer or scheduler (another run's checkpoint) is reported in one line."""
+    scheduler = _read_pickled(path / "scheduler.bin")  # accelerate would take any dict without a word
+    if not isinstance(scheduler, dict) or scheduler.keys() != lr_scheduler.state_dict().keys():
+        raise UserInputError(f"{path / 'scheduler.bin'}: not a state of this run's --lr_scheduler")
+    try:
+        accelerator.load_state(str(path))
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise UserInputError(f"{path}: does not fit this run (other flags or model?): "
+                             f"{type(err).__name__}: {one_line(err)[:200]}") from None
+
+
 def restore_frozen_components(path: Path, parts) -> None:
     """Load the saved frozen components into the live modules (in place, config included)."""
     from transformers import CLIPTextModel
-    if (path / "vae").is_dir():
-        saved = type(parts.vae).from_pretrained(str(path / "vae"))  # AutoencoderKL or AutoencoderTiny
-        parts.vae.load_state_dict(saved.state_dict())
-        parts.vae.register_to_config(scaling_factor=saved.config.scaling_factor)
-    if (path / "text_encoder").is_dir():
-        parts.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(str(path / "text_encoder")).state_dict())
+    try:
+        if (path / "vae").is_dir():
+            saved = type(parts.vae).from_pretrained(str(path / "vae"))  # AutoencoderKL or AutoencoderTiny
+            parts.vae.load_state_dict(saved.state_dict())
+            parts.vae.register_to_config(scaling_factor=saved.config.scaling_factor)
+        if (path / "text_encoder").is_dir():
+            parts.text_encoder.load_state_dict(CLIPTextModel.from_pretrained(str(path / "text_encoder")).state_dict())
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise UserInputError(f"{path}: saved vae / text_encoder cannot be restored "
+                             f"({type(err).__name__}: {one_line(err)[:200]})") from None
 
 
 def load_trainer_state(path: Path, ema) -> int:
@@ -103,9 +172,10 @@ def load_trainer_state(path: Path, ema) -> int:
         ema_file = path / "ema.safetensors"
         if not ema_file.is_file():
             raise UserInputError(f"{path}: has no EMA weights but --use_ema is set")
-        from common.checkpoints import read_metadata
         tensors = load_tensors(ema_file)
         shadow = [tensors[k] for k in sorted(tensors)]
+        if [t.shape for t in shadow] != [p.shape for p in ema.shadow_params]:
+            raise UserInputError(f"{ema_file}: EMA weights of another model (shapes differ)")
         for live, saved in zip(ema.shadow_params, shadow):
             live.data.copy_(saved.to(live.device, live.dtype))
         ema.optimization_step = int(read_metadata(ema_file)["optimization_step"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from common.checkpoints import refuse_bundled_output
 from common.cli import check_fields, option
 from common.training import NONFINITE_HELP, NONFINITE_LIMIT
 
@@ -85,7 +86,8 @@ class EditTrainConfig:
     seed: int | None = option(None, "random seed (each process adds its rank); default: not seeded")
     max_nonfinite_steps: int = option(NONFINITE_LIMIT, NONFINITE_HELP, ge=1)
     # --- checkpoints, logging, validation ------------------------------------------------------------
-    output_dir: str = option("instruct-pix2pix-model", "folder of the final pipeline and the checkpoints")
+    output_dir: str = option("runs/instruct-pix2pix-model", "folder of the final pipeline and the checkpoints "
+                                                           "(never inside the bundled checkpoints/)")
     logging_dir: str = option("logs", "TensorBoard folder, relative to --output_dir")
     checkpointing_steps: int = option(500, "optimizer steps between training checkpoints", ge=1)
     checkpoints_total_limit: int | None = option(None, "keep at most this many checkpoints", ge=1)
@@ -105,6 +107,7 @@ class EditTrainConfig:
     default_cfg_image: float | None = option(None, "editing default: image guidance (>= 1)", ge=1)
     default_scheduler: str | None = option(None, "editing default scheduler (default: euler_a, or ddim for sample "
                                                  "prediction)", choices=SCHEDULER_NAMES)
+    allow_overwrite_bundled: bool = option(False, "allow --output_dir inside the bundled checkpoints/ folder")
 
     def __post_init__(self) -> None:
         check_fields(self)  # bounds, NaN/inf and choices of every field, from its metadata
@@ -112,6 +115,7 @@ class EditTrainConfig:
         if self.pretrained_model_name_or_path is None and not all(scratch):
             raise ValueError("--pretrained_model_name_or_path is required unless --unet_config, --vae_config "
                              "and --text_encoder_config are all given (training from scratch)")
+        refuse_bundled_output("--output_dir", self.output_dir, self.allow_overwrite_bundled)
         if self.dataset_name is None and self.train_data_dir is None:
             raise ValueError("--dataset_name or --train_data_dir is required")
         if self.dataset_name is not None and self.train_data_dir is not None:

@@ -133,6 +133,7 @@ def train(config: EditTrainConfig) -> dict:
 
     # --- Resume: checkpoint components not held by the accelerator state --------------------------------------
     if resume_dir is not None:
+        ckpt.verify_resume_folder(resume_dir, accelerator.process_index)  # every file, before any is loaded
         ckpt.restore_frozen_components(resume_dir, parts)
     elif config.vae_pretrain_steps:
         # --- VAE phase (LDM: autoencoder first, diffusion on its frozen latents) ------------------------
@@ -175,7 +176,7 @@ def train(config: EditTrainConfig) -> dict:
 
     global_step = 0
     if resume_dir is not None:
-        accelerator.load_state(str(resume_dir))
+        ckpt.load_accelerator_state(accelerator, resume_dir, lr_scheduler)
         global_step = ckpt.load_trainer_state(resume_dir, ema)
         accelerator.print(f"resumed from {resume_dir.name} at step {global_step}")
     updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)  # the prepared, per-rank loader

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from common.checkpoints import load_tensors, read_metadata, save_tensors
-from common.errors import UserInputError
+from common.errors import UserInputError, one_line
+from common.seeding import restore_rng_state, rng_state_tensors
 
 from .networks import DISCRIMINATORS, GENERATORS
 
@@ -131,7 +133,18 @@ def save_training_state(path: str | os.PathLike, optimizers: dict[str, torch.opt
         tensors.update(opt_tensors)
         info["optimizers"][name] = opt_info
     save_tensors(tensors, path, metadata={"format": STATE_FORMAT, "format_version": FORMAT_VERSION,
-                                          "info": json.dumps(info)})
+                                          "info": json.dumps(info), "tensors_sha256": tensors_digest(tensors)})
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: safetensors has no checksum, so a flipped byte in the
+    data would otherwise resume silently from damaged weights or optimizer moments."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_training_state(path: str | os.PathLike) -> tuple[dict[str, dict], dict[str, torch.Tensor], dict]:
@@ -139,10 +152,18 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict[str, dict], dict[
     meta = read_metadata(path)
     if meta.get("format") != STATE_FORMAT:
         raise UserInputError(f"{path}: not a {STATE_FORMAT} file")
-    info = json.loads(meta["info"])
     tensors = load_tensors(path)
-    optimizers = {name: unflatten_optimizer(tensors, opt_info, f"optim.{name}")
-                  for name, opt_info in info.pop("optimizers").items()}
+    if "tensors_sha256" in meta and tensors_digest(tensors) != meta["tensors_sha256"]:  # older saves: none
+        raise UserInputError(f"{path}: damaged since the save (checksum of its tensors differs)")
+    try:
+        info = json.loads(meta["info"])
+        optimizers = {name: unflatten_optimizer(tensors, opt_info, f"optim.{name}")
+                      for name, opt_info in info.pop("optimizers").items()}
+        if not all(isinstance(info.get(key, 0), int) for key in ("step", "epoch", "batch_in_epoch")) or \
+                "step" not in info:
+            raise ValueError("no whole-number step, epoch or batch_in_epoch")
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise UserInputError(f"{path}: damaged training state ({type(err).__name__}: {one_line(err)[:200]})") from None
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     return optimizers, rng, info
 
@@ -155,3 +176,30 @@ def load_model_states(path: str | os.PathLike) -> dict[str, dict[str, torch.Tens
             name, sub = key[len(MODEL_PREFIX):].split(".", 1)
             states.setdefault(name, {})[sub] = value
     return states
+def check_rng_states(rng: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Every saved stream (the main one and each rank's) must restore: tried here, the live state put back."""
+    streams = {"": {k: v for k, v in rng.items() if not k.startswith("rng.rank")}}
+    for key, value in rng.items():
+        if key.startswith("rng.rank"):
+            rank, name = key[len("rng."):].split(".", 1)
+            streams.setdefault(rank, {})["rng." + name] = value
+    live = rng_state_tensors()
+    try:
+        for rank, state in streams.items():
+            try:
+                restore_rng_state(state)
+            except (KeyError, IndexError, ValueError, TypeError, RuntimeError, OverflowError) as err:
+                raise UserInputError(f"{path}: damaged random state {rank or 'main'} "
+                                     f"({type(err).__name__}: {one_line(err)[:120]})") from None
+    finally:
+        restore_rng_state(live)
+
+
+def load_optimizer_strict(opt: torch.optim.Optimizer, state: dict, path: str | os.PathLike) -> None:
+    """optimizer.load_state_dict with a one-line error naming the file when the state is another model's."""
+    try:
+        opt.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise UserInputError(f"{path}: optimizer state does not fit this model ({one_line(err)[:200]})") from None
+
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from common.checkpoints import refuse_bundled_output
 from common.cli import check_fields, option
 from common.training import NONFINITE_HELP
 
@@ -109,7 +110,8 @@ class GanTrainConfig:
                                                "output (0: off)", ge=0, flag="--structure_loss_weight")
 
     # --- outputs
-    checkpoint_dir: str = option("checkpoints/gan", "checkpoint folder")
+    checkpoint_dir: str = option("runs/gan", "checkpoint folder (never inside the bundled checkpoints/ unless "
+                                             "--allow-overwrite-bundled)")
     save_interval: int = option(1, "epochs between checkpoints (and image grids)", ge=1)
     save_image_dir: str | None = option(None, "also save sample grids here as PNG")
     log_dir: str | None = option(None, "TensorBoard folder (default <checkpoint-dir>/logs)")
@@ -117,9 +119,13 @@ class GanTrainConfig:
     resume_cond: str = option("none", "none: fresh; gen: load generator weights; gen_dis: resume exactly",
                               choices=RESUME_CONDITIONS, flag="--resume_cond")
     overwrite: bool = option(False, "let a fresh run replace an existing checkpoint")
+    allow_overwrite_bundled: bool = option(False, "allow outputs inside the bundled checkpoints/ folder")
 
     def __post_init__(self) -> None:
         check_fields(self)  # bounds, NaN/inf and choices of every field, from its metadata
+        for flag, path in (("--checkpoint-dir", self.checkpoint_dir), ("--log-dir", self.log_dir),
+                           ("--save-image-dir", self.save_image_dir)):
+            refuse_bundled_output(flag, path, self.allow_overwrite_bundled)
         for name, value in MODE_DEFAULTS[self.mode].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

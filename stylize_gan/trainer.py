@@ -217,6 +217,7 @@ def train(config: GanTrainConfig) -> dict:
         _load_matching(ckpt_dir / DISCRIMINATOR_FILE, ckpt.DISCRIMINATOR_FORMAT, config.discriminator,
                        config.discriminator_kwargs(), disc)
         opt_states, rng, info = ckpt.load_training_state(ckpt_dir / STATE_FILE)
+        ckpt.check_rng_states(rng, ckpt_dir / STATE_FILE)  # a damaged stream: one line now, not a traceback later
         saved = ckpt.load_model_states(ckpt_dir / STATE_FILE)
         if saved:  # the weights of the same save as the optimizer state (the G / D files may be one save newer)
             ckpt.load_state_strict(gen, saved["generator"], ckpt_dir / STATE_FILE)
@@ -224,11 +225,11 @@ def train(config: GanTrainConfig) -> dict:
         elif info["step"] != extra.get("step"):
             raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
                                  f"(step {info['step']}) come from different saves")
-        opt_g.load_state_dict(opt_states["generator"])
+        ckpt.load_optimizer_strict(opt_g, opt_states["generator"], ckpt_dir / STATE_FILE)
         for group in opt_g.param_groups:  # the saved groups carry the old run's scale; the flag wins
             if "lr_scale" in group:
                 group["lr_scale"] = config.ink_lr_scale
-        opt_d.load_state_dict(opt_states["discriminator"])
+        ckpt.load_optimizer_strict(opt_d, opt_states["discriminator"], ckpt_dir / STATE_FILE)
         progress = Progress(info["step"], info["epoch"], info["batch_in_epoch"])
 
     gen, disc, opt_g, opt_d, loader = accelerator.prepare(gen, disc, opt_g, opt_d, loader)
