@@ -174,18 +174,22 @@ def to_uint8_pair(triplet: Triplet, resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(first), np.asarray(second)])).permute(0, 3, 1, 2).contiguous()
 
 
-def joint_crop_flip(pair: torch.Tensor, resolution: int, center: bool, flip: bool,
-                    rng: random.Random) -> torch.Tensor:
-    """Same crop window and same flip for both images of a (2, 3, H, W) pair."""
-    h, w = pair.shape[-2:]
+def crop_flip_params(h: int, w: int, resolution: int, center: bool, flip: bool,
+                     rng: random.Random) -> tuple[int, int, bool]:
+    """(top, left, flipped) for an H x W image: the draws joint_crop_flip makes (the latent cache replays them)."""
     if center:
         top, left = (h - resolution) // 2, (w - resolution) // 2
     else:
         top, left = rng.randint(0, h - resolution), rng.randint(0, w - resolution)
+    return top, left, flip and rng.random() < 0.5
+
+
+def joint_crop_flip(pair: torch.Tensor, resolution: int, center: bool, flip: bool,
+                    rng: random.Random) -> torch.Tensor:
+    """Same crop window and same flip for both images of a (2, 3, H, W) pair."""
+    top, left, flipped = crop_flip_params(*pair.shape[-2:], resolution, center, flip, rng)
     pair = pair[..., top:top + resolution, left:left + resolution]
-    if flip and rng.random() < 0.5:
-        pair = pair.flip(-1)
-    return pair
+    return pair.flip(-1) if flipped else pair
 
 
 class EditDataset(torch.utils.data.Dataset):
@@ -214,11 +218,15 @@ class EditDataset(torch.utils.data.Dataset):
         """accelerate's loader calls this every epoch (and on a resumed, batch-skipping loader)."""
         self.epoch = epoch
 
+    def rng(self, index: int) -> random.Random:
+        """The crop / flip draws of item `index` this epoch."""
+        return random.Random(f"{self.seed}/{self.epoch}/{index}")
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # A pure function of (seed, epoch, index), not of the global RNG: the loader prefetches a batch ahead, so
         # global draws would interleave with the training step's and a resumed run could not redraw the same ones
-        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
-        pair = joint_crop_flip(self.pair(index), self.resolution, self.center_crop, self.random_flip, rng)
+        pair = joint_crop_flip(self.pair(index), self.resolution, self.center_crop, self.random_flip,
+                               self.rng(index))
         pixels = pair.float() / 127.5 - 1.0
         return {"input_pixels": pixels[0], "edited_pixels": pixels[1], "input_ids": self.input_ids[index]}
 

@@ -40,18 +40,55 @@ def encode_text(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:
 
 def edit_loss(unet, vae, text_encoder, noise_scheduler, batch: dict[str, torch.Tensor], null_ids: torch.Tensor,
               dropout_prob: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-    """MSE between the UNet output and the target for one batch; returns (loss, logs)."""
-    device = batch["input_pixels"].device
+    """MSE between the UNet output and the target for one batch; returns (loss, logs). A batch of pixels is
+    encoded here; a batch from the latent cache (it has "latent_mean") goes to cached_edit_loss, with `null_ids`
+    then the cache's null text (embeddings when the text is cached)."""
+    if "latent_mean" in batch:
+        return cached_edit_loss(unet, text_encoder, noise_scheduler, batch, null_ids, dropout_prob,
+                                vae.config.scaling_factor, generator)
     latents, image_latents = encode_pair(vae, batch["input_pixels"], batch["edited_pixels"], generator)
+    return denoising_loss(unet, text_encoder, noise_scheduler, latents, image_latents, batch["input_ids"], null_ids,
+                          dropout_prob, generator)
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor | None, generator: torch.Generator | None = None
+                   ) -> torch.Tensor:
+    """A posterior sample drawn as diffusers' DiagonalGaussianDistribution.sample draws it (mean + std * N(0, 1));
+    `std` None: deterministic latents (AutoencoderTiny)."""
+    if std is None:
+        return mean
+    return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
+
+def cached_edit_loss(unet, text_encoder, noise_scheduler, batch: dict[str, torch.Tensor], null_text: torch.Tensor,
+                     dropout_prob: float, scaling_factor: float, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, dict]:
+    """edit_loss on a batch from the latent cache (latent_cache.CachedEditDataset): the edited image's posterior
+    is sampled here, the text is cached embeddings (null_text: the empty prompt's, (1, L, D)) or token ids
+    (null_text: the empty prompt's ids) when the text encoder is trained."""
+    latents = sample_latents(batch["latent_mean"], batch.get("latent_std"), generator) * scaling_factor
+    text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
+    return denoising_loss(unet, text_encoder, noise_scheduler, latents, batch["image_latents"], text, null_text,
+                          dropout_prob, generator)
+
+
+def denoising_loss(unet, text_encoder, noise_scheduler, latents: torch.Tensor, image_latents: torch.Tensor,
+                   text: torch.Tensor, null_text: torch.Tensor, dropout_prob: float,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Noise the (scaled) target latents, drop conditionings, predict, MSE. `text`: ids (B, L), encoded here, or
+    embeddings (B, L, D)."""
+    device = latents.device
     noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
     steps = noise_scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device).long()
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
 
-    ids, image_latents = apply_conditioning_dropout(batch["input_ids"], null_ids, image_latents, dropout_prob,
-                                                    generator)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and text_encoder.training):
-        hidden = encode_text(text_encoder, ids)
+    text, image_latents = apply_conditioning_dropout(text, null_text, image_latents, dropout_prob, generator)
+    if text.dtype == torch.long:  # token ids: run the text encoder (trained or not)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and text_encoder.training):
+            hidden = encode_text(text_encoder, text)
+    else:
+        hidden = text
     unet_dtype = next(unet.parameters()).dtype
     model_input = torch.cat([noisy, image_latents.to(noisy.dtype)], dim=1)  # (B, 8, h, w)
     pred = unet(model_input.to(unet_dtype), timesteps, hidden.to(unet_dtype), return_dict=False)[0]
