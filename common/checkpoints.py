@@ -112,8 +112,10 @@ def load_weights_any(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises many types; all mean "refused"
         raise UserInputError(f"{path}: refused to load (not a plain weights file: {type(err).__name__})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "model_state_dict"):  # Lightning / pytorch-animeGAN training checkpoints
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserInputError(f"{path}: does not contain a state dict of tensors")
     return obj

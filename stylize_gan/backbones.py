@@ -55,12 +55,24 @@ def default_vgg19_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
+def _download_vgg19() -> str:
+    """Fetch torchvision's VGG19 ImageNet file into the torch hub cache through torchvision's own weights API
+    (it checks the hash); offline, leave it absent and return why, for the caller's one-line error."""
+    from torchvision.models import VGG19_Weights
+    try:
+        VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError) as err:  # URLError / timeouts are OSErrors; a bad hash is a RuntimeError
+        return f" (download failed: {type(err).__name__})"
+    return ""
+
+
 def build_vgg19(weights: str | os.PathLike | None = None) -> FrozenBackbone:
     """torchvision VGG19 features up to conv4_4 (before ReLU), weights from `weights` or the torch hub cache."""
     path = Path(weights) if weights else default_vgg19_path()
+    why = _download_vgg19() if not path.is_file() and not weights else ""
     if not path.is_file():
         raise UserInputError(
-            f"VGG19 weights not found at {path}. On a machine with internet run "
+            f"VGG19 weights not found at {path}{why}. On a machine with internet run "
             f"`python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\"` (it caches "
             f"{VGG19_FILE} under {default_vgg19_path().parent}) and copy the file here or pass --vgg_weights FILE; "
             f"offline, use --content_backbone efficientnet_lite0 instead")

@@ -80,9 +80,24 @@ def save_generator(net: nn.Module, path: str | os.PathLike, architecture: str, k
     save_network(net, path, GENERATOR_FORMAT, architecture, kwargs, extra)
 
 
+TORCH_SUFFIXES = (".pt", ".pth")  # what the published AnimeGAN generators ship as
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a generator from its file alone (eval mode)."""
-    return _build_and_load(Path(path), GENERATOR_FORMAT, GENERATORS, device).eval()
+    """Rebuild a generator from its file alone (eval mode): ours (.safetensors), a published AnimeGAN generator
+    (.pt / .pth, recognised from its keys) or an ONNX generator (run by onnxruntime); see foreign.py."""
+    from . import foreign
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return foreign.load_onnx_generator(path, device)
+    if suffix in TORCH_SUFFIXES:
+        return foreign.load_published(path).to(device)
+    if path.is_file() and "format" not in read_metadata(path):  # converted published file
+        state = load_tensors(path)
+        if foreign.recognise(state):
+            return foreign.build_published(state, path).to(device)
+    return _build_and_load(path, GENERATOR_FORMAT, GENERATORS, device).eval()
 
 
 def save_discriminator(net: nn.Module, path: str | os.PathLike, architecture: str, kwargs: dict) -> None:

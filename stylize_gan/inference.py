@@ -27,6 +27,7 @@ from common.images import (IMAGE_EXTS, VIDEO_EXTS, check_output_path, folder_tar
 from .networks import set_norm_mode
 
 STATS_SIZE = 1024  # longest side of the copy on which tiled inference measures normalization statistics
+UNTILED_MAX_SIDE = 2048  # longest side run in one pass by generators that cannot be tiled (animegan.py)
 FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID", ".webm": "VP80"}
 
 
@@ -53,15 +54,32 @@ def _ramp(length: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.
     return weight
 
 
+def _stylize_untiled(generator: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One pass for generators whose normalisation is whole-image (tiles would each see other statistics):
+    above UNTILED_MAX_SIDE the image is stylized at that size and resized back, with a notice."""
+    h, w = x.shape[-2:]
+    scale = UNTILED_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return generator(x.to(device)).float().cpu()
+    small = (max(1, round(h * scale)), max(1, round(w * scale)))
+    warnings.warn(f"{w}x{h} image: {type(generator).__name__} normalises over the whole image and cannot be tiled; "
+                  f"stylizing it at {small[1]}x{small[0]} and resizing the result back", stacklevel=4)
+    y = generator(F.interpolate(x, size=small, mode="area").to(device)).float().cpu()
+    return F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
 @torch.no_grad()
 def stylize_tensor(generator: nn.Module, x: torch.Tensor, tile: int = 1024, overlap: int = 64,
                    stats_size: int = STATS_SIZE) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1] -> (1, 3, H, W) in [-1, 1] on the CPU, tiled when H or W exceeds `tile`."""
     if tile < 2 * overlap + 16:
         raise ValueError(f"tile ({tile}) must be at least 2 * overlap ({overlap}) + 16")
-    device = next(generator.parameters()).device
+    param = next(generator.parameters(), None)  # an onnxruntime generator has none
+    device = param.device if param is not None else torch.device("cpu")
     generator.eval()
     h, w = x.shape[-2:]
+    if not getattr(generator, "tileable", True):
+        return _stylize_untiled(generator, x, device)
     if h <= tile and w <= tile:
         return generator(x.to(device)).float().cpu()
     scale = min(1.0, stats_size / max(h, w))

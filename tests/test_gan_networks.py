@@ -68,7 +68,7 @@ def test_conditional_discriminator_takes_source_and_target():
 
 
 def test_registries_reject_unknown_names():
-    assert set(GENERATORS) == {"unet"} and set(DISCRIMINATORS) == {"patch"}
+    assert set(GENERATORS) == {"unet", "animegan_v2"} and set(DISCRIMINATORS) == {"patch"}
     with pytest.raises(ValueError, match="unet"):
         build_generator("resnet9")
     with pytest.raises(ValueError, match="patch"):
