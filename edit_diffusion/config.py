@@ -108,6 +108,17 @@ class EditTrainConfig:
     default_scheduler: str | None = option(None, "editing default scheduler (default: euler_a, or ddim for sample "
                                                  "prediction)", choices=SCHEDULER_NAMES)
     allow_overwrite_bundled: bool = option(False, "allow --output_dir inside the bundled checkpoints/ folder")
+    # --- speed (issue 16; bench/bench_train_edit.py measures each) --------------------------------------
+    cache_latents: str = option("auto", "encode each training image view once with the frozen VAE (and each "
+                                        "instruction once with a frozen text encoder) and train from that cache; "
+                                        "auto: whenever crops are fixed (--center_crop or images at the "
+                                        "resolution), never: encode every batch", choices=("auto", "never"))
+    latent_cache_max_gb: float = option(16.0, "size cap of the latent cache file in <output_dir>/latent_cache "
+                                              "(above it: no cache)", gt=0)
+    channels_last: bool = option(False, "UNet weights and activations in channels_last memory format")
+    adam_implementation: str = option("default", "AdamW kernel: default (PyTorch's choice), foreach, fused or "
+                                                 "loop", choices=("default", "foreach", "fused", "loop"))
+    torch_compile: bool = option(False, "torch.compile the UNet (slow first steps, needs a C++ compiler on CPU)")
 
     def __post_init__(self) -> None:
         check_fields(self)  # bounds, NaN/inf and choices of every field, from its metadata
