@@ -53,7 +53,12 @@ class GanTrainConfig:
     gen_res_blocks: int = option(4, "residual blocks at the lowest resolution", ge=0)
     gen_residual: bool = option(False, "predict a change of the input photo (identity at start; good for small data)")
     gen_ink: bool = option(False, "learned ink layer: outlines drawn where the photo is darker than its surroundings")
-    norm: str = option("layer", "generator normalization (AnimeGANv2: layer)", choices=tuple(sorted(NORMS)))
+    norm: str | None = option(None, "unet normalization (default layer, as AnimeGANv2; animegan_v2 has its own)",
+                              choices=tuple(sorted(NORMS)))
+    align_corners: bool = option(True, "animegan_v2 upsampling: align_corners True (the published model's default) "
+                                       "or False (animegan2-pytorch's test script)")
+    init_generator: str | None = option(None, "fine-tune: start G from this file, ours (.safetensors) or a published "
+                                              "AnimeGAN .pt / .pth of the same architecture")
     discriminator: str = option("patch", "discriminator architecture", choices=tuple(sorted(DISCRIMINATORS)))
     disc_width: int = option(64, "channels of the first discriminator conv", ge=1)
     disc_layers: int = option(3, "stride-2 convs of the PatchGAN (receptive field 70 px at 3)", ge=1)
@@ -140,10 +145,29 @@ class GanTrainConfig:
             raise ValueError("--paired-a and --paired-b must be given together")
         if not 0 <= self.initial_epochs <= self.epochs:
             raise ValueError(f"--initial-epochs must be in [0, --epochs={self.epochs}], got {self.initial_epochs}")
+        self._check_generator_options()
         if self.ink_lr_scale != 1.0 and not self.gen_ink:
             raise ValueError("--ink-lr-scale only applies with --gen-ink")
         if self.initial_epochs > 0 and self.content_loss_weight <= 0 and self.l1_loss_weight <= 0:
             raise ValueError("--initial-epochs > 0 needs --content_loss_weight > 0 (or --l1_loss_weight when paired)")
+
+    def _check_generator_options(self) -> None:
+        """Options of one architecture are refused with the other; unet's norm defaults to layer."""
+        if self.generator == "animegan_v2":
+            fixed = [flag for flag, given in (("--gen-ink", self.gen_ink), ("--gen-residual", self.gen_residual),
+                                              ("--norm", self.norm is not None)) if given]
+            if fixed:
+                raise ValueError(f"{', '.join(fixed)}: not options of --generator animegan_v2 (its layers are the "
+                                 f"published ones: GroupNorm(1) throughout, no ink layer, no residual output)")
+        else:
+            self.norm = self.norm or "layer"
+            if not self.align_corners:
+                raise ValueError("--align-corners only applies to --generator animegan_v2")
+        if self.init_generator is not None:
+            if self.resume_cond != "none":
+                raise ValueError("--init-generator starts a fresh run; to continue one use --resume_cond alone")
+            if self.init_generator.lower().endswith(".onnx"):
+                raise ValueError(f"--init-generator {self.init_generator}: ONNX generators cannot be trained")
 
     @property
     def needs_backbone(self) -> bool:
@@ -151,6 +175,8 @@ class GanTrainConfig:
         return self.content_loss_weight > 0 or self.gram_loss_weight > 0
 
     def generator_kwargs(self) -> dict:
+        if self.generator == "animegan_v2":
+            return dict(align_corners=self.align_corners)
         return dict(in_channels=3, out_channels=3, width=self.gen_width, depth=self.gen_depth,
                     res_blocks=self.gen_res_blocks, norm=self.norm, residual=self.gen_residual,
                     ink=self.gen_ink)

@@ -203,6 +203,8 @@ def train(config: GanTrainConfig) -> dict:
 
     # --- Create models
     gen = build_generator(config.generator, **config.generator_kwargs())
+    if config.init_generator:  # fine-tune ours or a published generator (foreign.py) of the same architecture
+        ckpt.load_state_strict(gen, ckpt.load_generator(config.init_generator).state_dict(), config.init_generator)
     disc = build_discriminator(config.discriminator, **config.discriminator_kwargs())
     backbone = build_backbone(config.content_backbone, config.vgg_weights) if config.needs_backbone else None
     opt_g = torch.optim.Adam(generator_param_groups(gen, config.ink_lr_scale), lr=config.initial_lr, betas=ADAM_BETAS)

@@ -16,15 +16,9 @@ from stylize_gan.animegan import AnimeGANv1Generator, AnimeGANv2Generator
 from stylize_gan.checkpoint import load_generator
 from stylize_gan.foreign import OnnxGenerator, pytorch_animegan_v2_name
 
+from _gan_fixtures import single_thread  # noqa: F401
+
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
