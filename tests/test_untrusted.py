@@ -142,3 +142,43 @@ def test_source_tree_never_unpickles():
                 line = text[: match.start()].count("\n") + 1
                 offenders.append(f"{rel}:{line}: {what}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_accelerate_resume_reads_every_pickle_weights_only(evil, tmp_path):
+    """Every file `accelerator.load_state` unpickles (recorded from a real save / load) is read with weights_only:
+    a malicious pickle planted in its place is refused (or skipped) without running. Our resume refuses it in
+    one line before accelerate sees it (tests/test_damaged_checkpoints.py)."""
+    from accelerate import checkpointing as acc_ckpt
+    make, marker = evil
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    folder = tmp_path / "state"
+    folder.mkdir()
+    acc_ckpt.save_accelerator_state(str(folder), [model.state_dict()], [opt], [sched], [], 0, 1,
+                                    safe_serialization=False)
+    read, real_load = [], acc_ckpt.load
+
+    def recording_load(f, *args, **kwargs):
+        read.append(Path(f).name)
+        return real_load(f, *args, **kwargs)
+
+    def load_all():
+        acc_ckpt.load_accelerator_state(str(folder), [model], [opt], [sched], [], 0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(acc_ckpt, "load", recording_load)
+        load_all()
+    assert {"pytorch_model.bin", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"} <= set(read), read
+    for name in read:
+        original = (folder / name).read_bytes()
+        shutil.copy(make(name), folder / name)
+        try:
+            load_all()
+        except Exception:  # noqa: BLE001 - refused in any form is fine; running the payload is not
+            pass
+        finally:
+            (folder / name).write_bytes(original)
+        assert not marker.exists(), f"accelerate ran the pickle planted as {name}"
