@@ -26,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> EditTrainConfig:
 
 def main(config: EditTrainConfig) -> dict:
     """Train and write the final StableDiffusionInstructPix2PixPipeline folder to config.output_dir."""
+    from edit_diffusion.recipe import preflight
     from edit_diffusion.trainer import train  # heavy imports after argument checks
+    preflight(config)  # trackers, bitsandbytes, --push_to_hub offline: one line before any work
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return train(config)
 

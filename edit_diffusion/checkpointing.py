@@ -37,7 +37,7 @@ def find_resume_dir(out_dir: Path, spec: str | None) -> Path | None:
             return None
         return found[-1]
     path = Path(spec) if Path(spec).is_dir() else out_dir / spec
-    if not (path / "trainer_state.json").is_file():
+    if not ((path / "trainer_state.json").is_file() or is_diffusers_run_checkpoint(path)):
         raise UserInputError(f"--resume_from_checkpoint {spec}: no such checkpoint (looked for {path})")
     return path
 
@@ -150,6 +150,58 @@ def load_accelerator_state(accelerator, path: Path, lr_scheduler) -> None:
                              f"{type(err).__name__}: {one_line(err)[:200]}") from None
 
 
+def is_diffusers_run_checkpoint(path: Path) -> bool:
+    """A checkpoint-N of diffusers' train_instruct_pix2pix.py: its save hook writes the UNet as a save_pretrained
+    folder unet/ (and the EMA as unet_ema/) instead of accelerate's model file; it has no trainer_state.json."""
+    return (path / "unet" / "config.json").is_file() and not (path / "trainer_state.json").is_file()
+
+
+def resume_diffusers_run(accelerator, path: Path, unet, optimizer, lr_scheduler, ema) -> int:
+    """Continue a diffusers-recipe checkpoint: UNet from unet/, EMA from unet_ema/ (EMAModel.save_pretrained:
+    weights plus decay / optimization_step in its config), optimizer, LR scheduler and RNG states from
+    accelerate's files; the step from the folder name, as that script reads it. Returns the step."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+    match = CHECKPOINT.match(path.name)
+    if match is None:
+        raise UserInputError(f"{path}: a diffusers checkpoint folder is named checkpoint-<step>")
+    model = accelerator.unwrap_model(unet)
+    try:
+        saved = UNet2DConditionModel.from_pretrained(str(path / "unet"))
+        model.load_state_dict(saved.state_dict())
+        if ema is not None:
+            if not (path / "unet_ema" / "config.json").is_file():
+                raise UserInputError(f"{path}: has no unet_ema/ (EMA weights) but --use_ema is set")
+            ema.load_state_dict(EMAModel.from_pretrained(str(path / "unet_ema"), UNet2DConditionModel).state_dict())
+            ema.to(accelerator.device)
+        optimizer.load_state_dict(_read_pickled(path / "optimizer.bin"))
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, UserInputError):
+            raise
+        raise UserInputError(f"{path}: does not fit this run (other model or flags?): "
+                             f"{type(err).__name__}: {one_line(err)[:200]}") from None
+    scheduler = _read_pickled(path / "scheduler.bin")
+    if not isinstance(scheduler, dict) or scheduler.keys() != lr_scheduler.state_dict().keys():
+        raise UserInputError(f"{path / 'scheduler.bin'}: not a state of this run's --lr_scheduler")
+    lr_scheduler.load_state_dict(scheduler)
+    rng_file = path / f"random_states_{accelerator.process_index}.pkl"
+    if rng_file.is_file():
+        _restore_rng(_read_pickled(rng_file))
+    return int(match.group(1))
+
+
+def _restore_rng(states: dict) -> None:
+    """accelerate's random_states_<rank>.pkl: Python, NumPy and torch (CPU / CUDA) generator states."""
+    import random
+
+    import numpy as np
+    random.setstate(states["random_state"])
+    np.random.set_state(states["numpy_random_seed"])
+    torch.set_rng_state(states["torch_manual_seed"])
+    if torch.cuda.is_available() and "torch_cuda_manual_seed" in states:
+        torch.cuda.set_rng_state_all(states["torch_cuda_manual_seed"])
+
+
 def restore_frozen_components(path: Path, parts) -> None:
     """Load the saved frozen components into the live modules (in place, config included)."""
     from transformers import CLIPTextModel
@@ -202,16 +254,16 @@ def edit_defaults(config, scheduler_name: str) -> dict:
             "cfg_image": config.default_cfg_image, "scheduler": scheduler_name}
 
 
-def check_hub_reachable(repo_id: str) -> None:
+def check_hub_reachable(repo_id: str, token: str | None = None) -> None:
     """Fail before training, in one line, when --push_to_hub cannot work (offline, no token)."""
     try:
         from huggingface_hub import HfApi
-        HfApi().create_repo(repo_id, exist_ok=True)
+        HfApi(token=token).create_repo(repo_id, exist_ok=True)
     except Exception as err:  # noqa: BLE001 - network and auth errors come in many types
         raise UserInputError(f"--push_to_hub: cannot reach the Hugging Face hub for {repo_id} (no network or no "
                              f"login?): {type(err).__name__}") from None
 
 
-def push_folder(folder: Path, repo_id: str) -> None:
+def push_folder(folder: Path, repo_id: str, token: str | None = None) -> None:
     from huggingface_hub import HfApi
-    HfApi().upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=["checkpoint-*", "logs/*"])
+    HfApi(token=token).upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=["checkpoint-*", "logs/*"])

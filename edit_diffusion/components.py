@@ -7,6 +7,7 @@ import warnings
 
 from .config import EditTrainConfig
 from .loading import Components, load_components, noise_scheduler_from
+from .recipe import hub_options
 from .scratch import (build_noise_scheduler, build_text_encoder, build_unet, build_vae, check_compatible)
 from .surgery import expand_conv_in
 from .tokenizer import load_tokenizer
@@ -18,7 +19,8 @@ DEFAULT_EDIT_SCHEDULER = {"epsilon": "euler_a", "v_prediction": "euler_a", "samp
 
 def build_components(config: EditTrainConfig) -> tuple[Components, object]:
     """(components with an 8-channel UNet, DDPM noise scheduler for training)."""
-    base = load_components(config.pretrained_model_name_or_path, config.original_config) \
+    base = load_components(config.pretrained_model_name_or_path, config.original_config, hub_options(config),
+                           config.original_config_file) \
         if config.pretrained_model_name_or_path else None
     unet = build_unet(config.unet_config) if config.unet_config else base.unet
     vae = build_vae(config.vae_config) if config.vae_config else base.vae

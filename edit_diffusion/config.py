@@ -17,6 +17,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 # module imports nothing heavy).
 SCHEDULER_NAMES = ("euler_a", "ddim", "dpmpp", "lcm")
 CACHE_MODES = ("auto", "always", "never")
+REPORT_TO = ("tensorboard", "wandb", "comet_ml", "all")  # diffusers' --report_to values
 
 
 
@@ -92,7 +93,8 @@ class EditTrainConfig:
     checkpointing_steps: int = option(500, "optimizer steps between training checkpoints", ge=1)
     checkpoints_total_limit: int | None = option(None, "keep at most this many checkpoints", ge=1)
     resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint-<step> name")
-    validation_image: str | None = option(None, "image edited at every validation (with --validation_prompt)")
+    validation_image: str | None = option(None, "image edited at every validation (with --validation_prompt): a "
+                                                "path or URL", aliases=("--val_image_url",))
     validation_prompt: str | None = option(None, "instruction of the validation edits (with --validation_image)")
     validation_steps: int = option(100, "run validation edits every N optimisation steps", ge=1)
     num_validation_images: int = option(1, "edits per validation", ge=1)
@@ -108,6 +110,26 @@ class EditTrainConfig:
     default_scheduler: str | None = option(None, "editing default scheduler (default: euler_a, or ddim for sample "
                                                  "prediction)", choices=SCHEDULER_NAMES)
     allow_overwrite_bundled: bool = option(False, "allow --output_dir inside the bundled checkpoints/ folder")
+    # --- the rest of the diffusers InstructPix2Pix command line, same meaning as there (issue 13) --------
+    revision: str | None = option(None, "hub revision (branch, tag or commit) of --pretrained_model_name_or_path")
+    variant: str | None = option(None, "load the VAE / text encoder from their `*.<variant>.safetensors` files, "
+                                       "e.g. fp16 (the UNet trains from its full-precision files)")
+    non_ema_revision: str | None = option(None, "revision of the UNet weights to train from (default --revision)")
+    cache_dir: str | None = option(None, "Hugging Face cache folder for models and datasets (default: HF_HOME's)")
+    dataset_config_name: str | None = option(None, "configuration (subset) of --dataset_name")
+    original_config_file: str | None = option(None, "LDM .yaml of a single-file checkpoint (e.g. the release's "
+                                                    "configs/generate.yaml; default: <checkpoint>.yaml beside it)")
+    validation_epochs: int | None = option(None, "also validate after every N-th epoch (diffusers' default is 1; "
+                                                 "here unset: --validation_steps only)", ge=1)
+    scale_lr: bool = option(False, "multiply --learning_rate by accumulation steps x batch size x processes")
+    use_8bit_adam: bool = option(False, "bitsandbytes' AdamW8bit optimizer (needs bitsandbytes)")
+    allow_tf32: bool = option(False, "TF32 matmuls on Ampere and newer GPUs (no effect on CPU)")
+    report_to: str = option("tensorboard", "experiment tracker; TensorBoard is built in, the others need their "
+                                           "package", choices=REPORT_TO)
+    hub_token: str | None = option(None, "Hugging Face token for --push_to_hub (`hf auth login` is safer: a "
+                                         "token on the command line lands in the shell history)")
+    local_rank: int = option(-1, "set by distributed launchers (LOCAL_RANK in the environment wins; -1: none)",
+                             ge=-1)
     # --- speed (issue 16; bench/bench_train_edit.py measures each) --------------------------------------
     cache_latents: str = option("auto", "encode each training image view once with the frozen VAE (and each "
                                         "instruction once with a frozen text encoder) and train from that cache; "
@@ -139,6 +161,9 @@ class EditTrainConfig:
                              f"and both), got {self.conditioning_dropout_prob}")
         if self.resolution % 8:
             raise ValueError(f"--resolution must be a multiple of 8, got {self.resolution}")
+        if self.push_to_hub and self.hub_token is not None and self.report_to in ("wandb", "all"):
+            raise ValueError("--hub_token with --report_to wandb would expose the token to wandb; log in with "
+                             "`hf auth login` instead (as the diffusers recipe requires)")
         if (self.validation_image is None) != (self.validation_prompt is None):
             raise ValueError("--validation_image and --validation_prompt go together; give both or neither")
         if self.lora_rank is not None and (self.use_ema or self.train_text_encoder):

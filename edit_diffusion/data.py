@@ -54,10 +54,27 @@ class Columns:
 
 # --- sources ------------------------------------------------------------------------------------------
 
+FILE_NAME_SUFFIX = "_file_name"  # datasets' imagefolder: `input_image_file_name` -> image column `input_image`
+
+
+def metadata_row(row: dict) -> dict:
+    """A metadata.jsonl row with imagefolder's `<column>_file_name` keys also under `<column>`, as the
+    `datasets` imagefolder builder (and so the diffusers recipe) exposes them."""
+    named = {k[:-len(FILE_NAME_SUFFIX)]: v for k, v in row.items() if k.endswith(FILE_NAME_SUFFIX)}
+    return {**named, **row}
+
+
 def read_metadata_folder(folder: Path, columns: Columns) -> list[Triplet]:
-    """Rows of `folder/metadata.jsonl`, image paths relative to the folder."""
+    """Rows of every `metadata.jsonl` under `folder` (imagefolder reads them recursively), image paths relative
+    to the metadata file's own folder."""
     rows = []
-    meta = folder / "metadata.jsonl"
+    for meta in sorted(folder.rglob("metadata.jsonl")):
+        rows += _read_metadata(meta, columns)
+    return rows
+
+
+def _read_metadata(meta: Path, columns: Columns) -> list[Triplet]:
+    rows = []
     for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -65,11 +82,15 @@ def read_metadata_folder(folder: Path, columns: Columns) -> list[Triplet]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserInputError(f"{meta}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserInputError(f"{meta}:{lineno}: expected a JSON object per line")
+        row = metadata_row(row)
         missing = [c for c in (columns.input_image, columns.edit_prompt, columns.edited_image) if c not in row]
         if missing:
-            raise UserInputError(f"{meta}:{lineno}: missing column(s) {missing} (see the *_column flags)")
-        rows.append(Triplet(folder / row[columns.input_image], str(row[columns.edit_prompt]),
-                            folder / row[columns.edited_image]))
+            raise UserInputError(f"{meta}:{lineno}: missing column(s) {missing} (see the *_column flags; image "
+                                 f"columns may also be given as <column>{FILE_NAME_SUFFIX})")
+        rows.append(Triplet(meta.parent / row[columns.input_image], str(row[columns.edit_prompt]),
+                            meta.parent / row[columns.edited_image]))
     return rows
 
 
@@ -91,8 +112,9 @@ def read_generated_layout(folder: Path) -> list[Triplet]:
     return rows
 
 
-def read_hf_dataset(name: str, columns: Columns, split: str = "train") -> list[Triplet]:
-    """A `save_to_disk` folder or a hub dataset (fails in one line when offline)."""
+def read_hf_dataset(name: str, columns: Columns, split: str = "train", config_name: str | None = None,
+                    cache_dir: str | None = None) -> list[Triplet]:
+    """A `save_to_disk` folder or a hub dataset (offline: from the `datasets` cache, else one line)."""
     try:
         import datasets
     except ImportError:
@@ -102,10 +124,11 @@ def read_hf_dataset(name: str, columns: Columns, split: str = "train") -> list[T
         if path.is_dir():
             ds = datasets.load_from_disk(str(path))
         else:
-            ds = datasets.load_dataset(name)
+            ds = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
-        hint = " (no network? hub datasets need internet; use a save_to_disk folder)" if not path.exists() else ""
-        raise UserInputError(f"--dataset_name {name}: cannot load{hint}: {err}") from None
+        hint = (" (not in the datasets cache and the hub cannot be reached: offline or no network; use a "
+                "save_to_disk folder or --train_data_dir)") if not path.exists() else ""
+        raise UserInputError(f"--dataset_name {name}: cannot load{hint}: {' '.join(str(err).split())[:300]}") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UserInputError(f"--dataset_name {name}: no '{split}' split (has {list(ds)})")
@@ -120,17 +143,18 @@ def read_hf_dataset(name: str, columns: Columns, split: str = "train") -> list[T
 
 
 def read_triplets(dataset_name: str | None = None, train_data_dir: str | None = None,
-                  columns: Columns | None = None) -> list[Triplet]:
+                  columns: Columns | None = None, dataset_config_name: str | None = None,
+                  cache_dir: str | None = None) -> list[Triplet]:
     """Dispatch on what the user gave; the folder layout is recognised by its files."""
     columns = columns or Columns()
     if dataset_name is not None:
-        rows = read_hf_dataset(dataset_name, columns)
+        rows = read_hf_dataset(dataset_name, columns, config_name=dataset_config_name, cache_dir=cache_dir)
         source = f"--dataset_name {dataset_name}"
     else:
         folder = Path(train_data_dir)
         if not folder.is_dir():
             raise UserInputError(f"--train_data_dir {train_data_dir}: not a folder")
-        if (folder / "metadata.jsonl").is_file():
+        if next(folder.rglob("metadata.jsonl"), None) is not None:
             rows = read_metadata_folder(folder, columns)
         else:
             rows = read_generated_layout(folder)
@@ -139,6 +163,18 @@ def read_triplets(dataset_name: str | None = None, train_data_dir: str | None = 
         raise UserInputError(f"{source}: no triplets found (expected metadata.jsonl, per-prompt folders with "
                              "prompt.json and <seed>_0.jpg/<seed>_1.jpg, or a datasets folder)")
     return rows
+
+
+def load_validation_image(spec: str) -> Image.Image:
+    """--validation_image / --val_image_url: a local path, or an http(s) URL fetched now (before any work)."""
+    if not spec.startswith(("http://", "https://")):
+        return load_image(spec)
+    from diffusers.utils import load_image as load_url
+    try:
+        return load_url(spec).convert("RGB")
+    except Exception as err:  # noqa: BLE001 - requests / PIL errors come in many types
+        raise UserInputError(f"--val_image_url {spec}: cannot download ({type(err).__name__}; offline or no "
+                             "network?); give a local image path instead") from None
 
 
 def to_pil(source: Any) -> Image.Image:

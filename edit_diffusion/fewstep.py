@@ -24,6 +24,7 @@ from .loading import load_pipeline, source_kind
 logger = logging.getLogger(__name__)
 SKIPPED_PREFIX = "conv_in."  # the 8-channel input layer (InstructPix2Pix surgery)
 FEWSTEP_DEFAULTS = {"steps": 4, "scheduler": "lcm"}
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LoRA file name (LCM-LoRA repos use it)
 
 
 def is_lora_file(path: str) -> bool:
@@ -36,25 +37,55 @@ def is_lora_file(path: str) -> bool:
         return any("lora" in k for k in handle.keys())
 
 
+def hub_file(repo_id: str, filename: str) -> str | None:
+    """A file of a hub repo (from the cache when offline); None when the repo has no such file, or it is not
+    in the cache offline (loading the repo as a model then names the id in its error)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    try:
+        return hf_hub_download(repo_id, filename)
+    except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError):
+        return None
+
+
+def lora_weights(distilled: str) -> str | None:
+    """The LoRA file `distilled` stands for: the file itself, `pytorch_lora_weights.safetensors` in a folder,
+    or that file of a hub repo (LCM-LoRA repos ship it under this name); None for a full model."""
+    path = Path(distilled)
+    if is_lora_file(distilled):
+        return distilled
+    if path.is_dir():
+        return str(path / LORA_WEIGHT_NAME) if is_lora_file(str(path / LORA_WEIGHT_NAME)) else None
+    if source_kind(distilled) == "hub":
+        found = hub_file(distilled, LORA_WEIGHT_NAME)
+        return found if found is not None and is_lora_file(found) else None
+    return None
+
+
 def unet_state(source: str) -> dict[str, torch.Tensor]:
-    """UNet weights of a UNet folder, a pipeline folder, a single-file checkpoint, or a hub id."""
+    """UNet weights of a UNet folder, a pipeline folder, a single-file checkpoint, or a hub id (a pipeline repo
+    or a UNet-only repo such as latent-consistency/lcm-sdxl)."""
     path = Path(source)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "unet").is_dir():
         return UNet2DConditionModel.from_pretrained(str(path)).state_dict()
     if path.is_dir() and (path / "unet" / "config.json").is_file():
         return UNet2DConditionModel.from_pretrained(str(path), subfolder="unet").state_dict()
+    if source_kind(source) == "hub" and hub_file(source, "model_index.json") is None \
+            and hub_file(source, "config.json") is not None:
+        return UNet2DConditionModel.from_pretrained(source).state_dict()
     return load_pipeline(source).unet.state_dict()
 
 
 def base_and_distilled(base: str, distilled: str) -> tuple[dict, dict]:
     """(W_base, W_distilled); an LCM-LoRA is fused into the base first (D = B + LoRA)."""
-    if not is_lora_file(distilled):
+    lora = lora_weights(distilled)
+    if lora is None:
         source_kind(distilled)  # missing path -> clear error before loading the base
         return unet_state(base), unet_state(distilled)
     pipe = load_pipeline(base)
     w_base = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     try:
-        pipe.load_lora_weights(distilled)
+        pipe.load_lora_weights(lora)  # a file path: diffusers needs no hub lookup (offline it refuses repo ids)
     except (ValueError, KeyError, OSError) as err:
         raise UserInputError(f"--distilled {distilled}: not LoRA weights for this base ({err})") from None
     pipe.fuse_lora()
@@ -102,7 +133,8 @@ def adapt(editor: str, base: str, distilled: str, weight: float, output: str) ->
 class FewStepConfig:
     editor: str = option(help="InstructPix2Pix editor fine-tuned from --base")
     base: str = option(help="the model the editor was fine-tuned from")
-    distilled: str = option(help="distilled model of the same base, or an LCM-LoRA file")
+    distilled: str = option(help="distilled model of the same base (folder, hub id, single file), or LCM-LoRA "
+                                 "weights (a .safetensors file or a LoRA repo id)")
     output: str = option(help="new pipeline folder")
     weight: float = option(1.0, "w in W_edit + w (W_distilled - W_base)")
 

@@ -1,5 +1,8 @@
 """Shared fixtures: offline, deterministic, small."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -8,6 +11,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A private Hugging Face cache for the session (read by huggingface_hub / diffusers / datasets at import, so
+# set here, before any test module imports them). Empty unless a test asks for the `hub_cache` fixture, which
+# fills it with tiny copies of the hub ids users type (tests/hub_cache.py); never the user's own cache.
+_HF_HOME = tempfile.mkdtemp(prefix="stylize-edit-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN"):
+    os.environ.pop(_var, None)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -22,3 +33,19 @@ def real_photo():
     from PIL import Image
     from skimage import data
     return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def hub_cache():
+    """The session's HF_HOME filled with tiny offline copies of the hub ids users type (built once, on one
+    thread); returns what tests/hub_cache.py wrote (snapshots, the weights they hold)."""
+    from pathlib import Path
+
+    import hub_cache as hub
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return hub.build_hub_cache(Path(_HF_HOME))
+    finally:
+        torch.set_num_threads(threads)
