@@ -265,6 +265,36 @@ def test_build_ui_wires_the_handlers(ctx):
     assert [p.kind for p in params if isinstance(p.default, gr.Progress)] == [inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
 
+def _call_event(demo, block_fn, values: list):
+    """Run one wired event the way gradio does for a click (keyword inputs, gr.Progress injected)."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+    return asyncio.run(demo.call_function(block_fn, values, state=SessionState(demo)))["prediction"]
+
+
+def test_ui_events_are_wired_by_field_name(ctx, photo_path):
+    """The Edit event takes one input per EditRequest field by name and writes the used values back to the
+    controls they came from; Reset writes every Controls field to the control of that name. A list kept in
+    the wrong order (the old failure mode) puts a value into the wrong control and fails here."""
+    from webapp.ui import build_ui
+    demo = build_ui(ctx)
+    by_id = lambda blocks: [b.elem_id for b in blocks]  # noqa: E731
+    on_edit = [f for f in demo.fns.values() if f.name == "on_edit"][0]
+    assert on_edit.input_keyword_names == [f.name for f in fields(handlers.EditRequest)]
+    assert [b.elem_id for b in on_edit.inputs] == ["input-image", *(n.replace("_", "-") for n in
+                                                                    on_edit.input_keyword_names[1:])]
+    values = astuple(request(ctx, photo_path, steps=3, cfg_text=6.5, cfg_image=1.25, seed=11))
+    stylized, edited, *used = _call_event(demo, on_edit, list(values))
+    assert stylized is not None and len(edited) == 1
+    assert by_id(on_edit.outputs[2:]) == ["steps", "cfg-text", "cfg-image", "seed"] and used == [3, 6.5, 1.25, 11]
+    reset = [f for f in demo.fns.values() if by_id(f.outputs)[:2] == ["style", "steps"]][0]
+    restored = _call_event(demo, reset, [])
+    assert by_id(reset.outputs) == [f.name.replace("_", "-") for f in fields(type(ctx.defaults))] + [
+        "stylized", "edited"]
+    assert list(restored) == [*astuple(ctx.defaults), None, None]
+
+
 # --- entry point ---------------------------------------------------------------------------------------------
 
 def test_parse_args_defaults_are_loopback_and_no_share():

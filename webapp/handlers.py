@@ -31,11 +31,13 @@ EMPTY_INSTRUCTION = ("the edit instruction is empty; write what to change, "
 NO_IMAGE = "no image: upload one or pick an example first"
 
 Progress = Callable[..., None]  # gr.Progress-like: progress(fraction, desc=...)
+# The controls `edit` writes the used values back to, after (stylized, edited), in its return order.
+RESOLVED_OUTPUTS = ("steps", "cfg_text", "cfg_image", "seed")
 
 
 @dataclass
 class EditRequest:
-    """Everything the Edit button sends, in the order ui.py lists the inputs."""
+    """Everything the Edit button sends; ui.py wires one input per field, by name."""
     image: str | None          # path of the upload inside gradio's temporary folder
     style: str                 # a key of AppContext.generators
     instruction: str | None
@@ -152,8 +154,10 @@ def edit(ctx: AppContext, request: EditRequest, progress: Progress | None = None
                            settings)
     except UserInputError as err:
         raise gr.Error(ui_message(err)) from None
-    used = result.settings
-    return result.stylized, result.edited, used.steps, used.cfg_text, used.cfg_image, used.seed
+    except (torch.OutOfMemoryError, MemoryError):  # stage 1 (stage 2 names its own limits above); app stays up
+        raise gr.Error(f"out of memory on this {image.width}x{image.height} photo: lower the resolution cap or "
+                       "the variants, or upload a smaller photo") from None
+    return (result.stylized, result.edited, *(getattr(result.settings, name) for name in RESOLVED_OUTPUTS))
 
 
 def reset(defaults: Controls) -> tuple:

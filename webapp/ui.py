@@ -3,15 +3,23 @@ Every event calls a function of `handlers`; this file only lays components out a
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from functools import partial
 
 import gradio as gr
 
+from edit_diffusion.editor import EditSettings
+
 from . import handlers
 from .context import (EDIT_CONCURRENCY, MAX_RESOLUTION, MAX_STEPS, MAX_VARIANTS, MIN_RESOLUTION, MODES,
                       RESOLUTION_STEP, AppContext)
-from .context import scheduler_choices
+from .context import Controls, scheduler_choices
 
+# Bounds of the numeric settings come from EditSettings, the same metadata the --steps/--cfg-text/... flags use.
+SETTINGS = {f.name: f.metadata for f in fields(EditSettings)}
+# Numbers with a Fix/Randomize mode: EditRequest field -> (label, gr.Number options beyond the shared bounds).
+NUMBERS = {"steps": ("Steps", dict(precision=0, maximum=MAX_STEPS)), "cfg_text": ("Text guidance", dict(step=0.1)),
+           "cfg_image": ("Image guidance", dict(step=0.1)), "seed": ("Seed", dict(precision=0))}
 IMAGE_HEIGHT = 360  # px on the page; the files keep their own size
 TITLE = "stylize-edit: photo → style (GAN) → instruction edit (InstructPix2Pix)"
 
@@ -27,6 +35,10 @@ class UploadImage(gr.Image):
         if payload.path is None:
             raise gr.Error(handlers.NO_IMAGE)
         return payload.path
+
+
+def _elem_id(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _mode(value: str, elem_id: str) -> gr.Radio:
@@ -52,27 +64,20 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                 with gr.Row():
                     edit_button = gr.Button("Edit", variant="primary", elem_id="edit-button")
                     reset_button = gr.Button("Reset", elem_id="reset-button")
+                controls = {"image": image, "style": style, "instruction": instruction}  # EditRequest field -> input
+                for name, (label, options) in NUMBERS.items():  # a value and its Fix/Randomize mode
+                    with gr.Row():
+                        controls[name] = gr.Number(getattr(d, name), minimum=SETTINGS[name].get("ge"),
+                                                   label=label, elem_id=_elem_id(name), **options)
+                        controls[f"{name}_mode"] = _mode(getattr(d, f"{name}_mode"), _elem_id(f"{name}_mode"))
                 with gr.Row():
-                    steps = gr.Number(d.steps, precision=0, minimum=1, maximum=MAX_STEPS, label="Steps",
-                                      elem_id="steps")
-                    steps_mode = _mode(d.steps_mode, "steps-mode")
-                with gr.Row():
-                    cfg_text = gr.Number(d.cfg_text, minimum=0, step=0.1, label="Text guidance", elem_id="cfg-text")
-                    cfg_text_mode = _mode(d.cfg_text_mode, "cfg-text-mode")
-                with gr.Row():
-                    cfg_image = gr.Number(d.cfg_image, minimum=1, step=0.1, label="Image guidance",
-                                          elem_id="cfg-image")
-                    cfg_image_mode = _mode(d.cfg_image_mode, "cfg-image-mode")
-                with gr.Row():
-                    seed = gr.Number(d.seed, precision=0, minimum=0, label="Seed", elem_id="seed")
-                    seed_mode = _mode(d.seed_mode, "seed-mode")
-                with gr.Row():
-                    scheduler = gr.Dropdown(scheduler_choices(), value=d.scheduler, label="Scheduler",
-                                            elem_id="scheduler")
-                    variants = gr.Slider(1, MAX_VARIANTS, value=d.variants, step=1, label="Variants",
-                                         elem_id="variants")
-                    resolution = gr.Slider(MIN_RESOLUTION, MAX_RESOLUTION, value=d.resolution, step=RESOLUTION_STEP,
-                                           label="Resolution cap (long side, px)", elem_id="resolution")
+                    controls["scheduler"] = gr.Dropdown(scheduler_choices(), value=d.scheduler, label="Scheduler",
+                                                        elem_id="scheduler")
+                    controls["variants"] = gr.Slider(1, MAX_VARIANTS, value=d.variants, step=1, label="Variants",
+                                                     elem_id="variants")
+                    controls["resolution"] = gr.Slider(MIN_RESOLUTION, MAX_RESOLUTION, value=d.resolution,
+                                                       step=RESOLUTION_STEP, label="Resolution cap (long side, px)",
+                                                       elem_id="resolution")
         with gr.Row(equal_height=True):
             stylized = gr.Image(label="Stylized (stage 1)", format="png", interactive=False, height=IMAGE_HEIGHT,
                                 elem_id="stylized")
@@ -81,23 +86,19 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
 
         image.upload(partial(handlers.on_upload, ctx.limits), inputs=[image], outputs=[image])
 
-        # Spelled out: gradio only injects a Progress given as a default of a positional parameter.
-        def on_edit(image, style, instruction, steps, steps_mode, cfg_text, cfg_text_mode, cfg_image, cfg_image_mode,
-                    seed, seed_mode, scheduler, variants, resolution, progress=gr.Progress(track_tqdm=True)):
-            request = handlers.EditRequest(image, style, instruction, steps, steps_mode, cfg_text, cfg_text_mode,
-                                           cfg_image, cfg_image_mode, seed, seed_mode, scheduler, variants, resolution)
-            return handlers.edit(ctx, request, progress)
+        # Inputs by name, from the fields of EditRequest (no second list to keep in the same order). gradio
+        # injects gr.Progress only as the default of a positional parameter; the settings come as keywords.
+        def on_edit(progress=gr.Progress(track_tqdm=True), **values):
+            return handlers.edit(ctx, handlers.EditRequest(**values), progress)
 
-        edit_inputs = [image, style, instruction, steps, steps_mode, cfg_text, cfg_text_mode, cfg_image,
-                       cfg_image_mode, seed, seed_mode, scheduler, variants, resolution]
-        edit_outputs = [stylized, edited, steps, cfg_text, cfg_image, seed]
-        # Both triggers share one limit: the Editor keeps no per-call state, so EDIT_CONCURRENCY edits may run at once.
+        edit_inputs = {f.name: controls[f.name] for f in fields(handlers.EditRequest)}
+        edit_outputs = [stylized, edited, *(controls[name] for name in handlers.RESOLVED_OUTPUTS)]
+        # One edit at a time across both triggers: the pipeline is shared and its scheduler is swapped per call.
         for trigger in (edit_button.click, instruction.submit):
-            trigger(on_edit, inputs=edit_inputs, outputs=edit_outputs, concurrency_limit=EDIT_CONCURRENCY,
+            trigger(on_edit, inputs_kwargs=edit_inputs, outputs=edit_outputs, concurrency_limit=1,
                     concurrency_id="edit")
-        # Same order as the fields of context.Controls, then the two outputs.
-        reset_outputs = [style, steps, steps_mode, cfg_text, cfg_text_mode, cfg_image, cfg_image_mode, seed,
-                         seed_mode, scheduler, variants, resolution, stylized, edited]
+        # Reset writes back every field of context.Controls, then clears the two outputs.
+        reset_outputs = [*(controls[f.name] for f in fields(Controls)), stylized, edited]
         reset_button.click(partial(handlers.reset, d), inputs=None, outputs=reset_outputs)
     return demo
 
