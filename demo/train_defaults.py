@@ -28,7 +28,7 @@ CONFIGS = Path(__file__).parent / "configs"
 @dataclass
 class DefaultsConfig:
     work_dir: str = option("work_data", "data, runs and logs (not committed)")
-    seed: int = option(0, "seed of the data and both trainers")
+    seed: int = option(0, "seed of the data and both trainers", ge=0, lt=2**63)
     gan_steps: int = option(1800, "optimizer steps of the GAN (init phase included)", ge=1)
     edit_steps: int = option(5000, "UNet optimizer steps of the editor", ge=1)
     vae_steps: int = option(2000, "VAE pre-training steps of the editor", ge=1)

@@ -84,7 +84,8 @@ class EditTrainConfig:
     mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
     use_ema: bool = option(False, "keep an EMA copy of the UNet (saved as the final weights)")
     ema_decay: float = option(0.9999, "EMA decay", gt=0, lt=1)
-    seed: int | None = option(None, "random seed (each process adds its rank); default: not seeded")
+    seed: int | None = option(None, "random seed (each process adds its rank); default: not seeded",
+                              ge=0, lt=2**63)
     max_nonfinite_steps: int = option(NONFINITE_LIMIT, NONFINITE_HELP, ge=1)
     # --- checkpoints, logging, validation ------------------------------------------------------------
     output_dir: str = option("runs/instruct-pix2pix-model", "folder of the final pipeline and the checkpoints "

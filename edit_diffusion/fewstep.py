@@ -136,7 +136,8 @@ class FewStepConfig:
     distilled: str = option(help="distilled model of the same base (folder, hub id, single file), or LCM-LoRA "
                                  "weights (a .safetensors file or a LoRA repo id)")
     output: str = option(help="new pipeline folder")
-    weight: float = option(1.0, "w in W_edit + w (W_distilled - W_base)")
+    weight: float = option(1.0, "w in W_edit + w (W_distilled - W_base); 0 keeps the editor, 1 adds the "
+                                 "whole distilled change", ge=0, le=4)
 
     def __post_init__(self) -> None:
         check_fields(self)  # a finite --weight

@@ -84,7 +84,7 @@ class GanTrainConfig:
     lr_decay_fraction: float = option(0.0, "linearly decay both LRs to 0 over this last fraction of adversarial "
                                            "steps", ge=0, le=1)
     max_steps: int | None = option(None, "stop after this many optimizer steps (counted over all phases)", ge=1)
-    seed: int = option(0, "random seed (each process adds its rank)")
+    seed: int = option(0, "random seed (each process adds its rank)", ge=0, lt=2**63)
     mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION, flag="--mixed_precision")
     max_nonfinite_steps: int = option(10, NONFINITE_HELP, ge=1)
     # 1 is fastest on a busy machine, where OpenMP threads spin against other processes
