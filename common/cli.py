@@ -21,6 +21,7 @@ import math
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Sequence
 
 # The spelling a class's flags are shown with: "-" (--data-dir) unless the class sets FLAG_SEPARATOR = "_"
@@ -158,8 +159,10 @@ def check_choices(config) -> None:
     """Raise ValueError naming the flag of a field whose value is not one of its metadata `choices`."""
     for f in dataclasses.fields(config):
         value, valid = getattr(config, f.name), f.metadata.get("choices")
-        if valid is not None and value is not None and value not in valid:
-            raise ValueError(f"{flag_name(type(config), f)}: unknown value {value!r} "
+        items = value if isinstance(value, (tuple, list)) else (value,)  # --families a b: each item
+        bad = [v for v in items if v is not None and v not in valid] if valid is not None else []
+        if bad:
+            raise ValueError(f"{flag_name(type(config), f)}: unknown value {bad[0]!r} "
                              f"(valid: {', '.join(map(str, valid))})")
 
 
@@ -203,7 +206,8 @@ def _help(f: dataclasses.Field) -> str:
     text = f.metadata.get("help", "").replace("%", "%%")
     if f.default is dataclasses.MISSING or f.default is None or f.default is False:
         return text
-    default = f"(default: {f.default})".replace("%", "%%")
+    shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    default = f"(default: {shown})".replace("%", "%%")
     return f"{text} {default}" if text else default
 
 
@@ -218,18 +222,19 @@ def add_config_flags(parser: ConfigParser, cls, exclude: Sequence[str] = ()) -> 
             if not any(extra in spellings(n) for n in names):
                 names.append(extra)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kwargs = dict(dest=f.name, help=_help(f), choices=f.metadata.get("choices"),
-                      metavar=shown.lstrip("-").replace("-", "_").upper())
+        choices = f.metadata.get("choices")
+        kwargs = dict(dest=f.name, help=_help(f), choices=choices,  # argparse shows {a,b,c} for choices
+                      metavar=None if choices else shown.lstrip("-").replace("-", "_").upper())
         if required:
             kwargs["required"] = True
         else:
             kwargs["default"] = argparse.SUPPRESS  # an absent flag keeps the dataclass default
-        if kind is bool:
+        if typing.get_origin(kind) in (tuple, list):  # families: tuple[str, ...] -> --families a b c
+            kwargs.update(type=str, nargs="+")
+        elif kind is bool:
             kwargs.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
-        elif kwargs["choices"] is not None:
-            kwargs["metavar"] = None  # argparse shows {a,b,c}
         else:
-            kwargs["type"] = kind if kind in (int, float) else str
+            kwargs["type"] = kind if kind in (int, float, Path) else str
         parser.add_flag(names, **kwargs)
 
 
@@ -249,7 +254,8 @@ def config_from_args(cls, values: dict) -> Any:
         if dataclasses.is_dataclass(kind):
             kwargs[f.name] = config_from_args(kind, values)
         elif f.name in values:
-            kwargs[f.name] = values[f.name]
+            value = values[f.name]
+            kwargs[f.name] = tuple(value) if typing.get_origin(kind) is tuple else value
     return cls(**kwargs)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.checkpoints import save_json
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 from common.images import save_image
 
@@ -50,30 +50,19 @@ OWNED_DIRS = ("gan", "edit")
 
 @dataclass
 class BuildConfig:
-    # output folder (created if missing)
-    out: Path
-    # master seed: the same seed and flags give byte-identical data
-    seed: int = 0
-    # number of stage-1 photo crops (gan/train_photo)
-    gan_crops: int = 480
-    # number of stage-1 style crops (gan/Cartoon/style); defaults to gan_crops when None
-    style_crops: int | None = None
-    # number of held-out stage-1 test views (gan/test/test_photo)
-    test_crops: int = 12
-    # stage-1 crop side in pixels
-    size: int = 256
-    # number of stage-2 training triplets
-    edit_samples: int = 2000
-    # stage-2 held-out triplets per family
-    edit_heldout_per_family: int = 10
-    # stage-2 image side in pixels
-    edit_size: int = 128
-    # edit families to include (default: all registered)
-    families: tuple[str, ...] = field(default_factory=lambda: tuple(EDIT_FAMILIES))
-    # smallest crop side as a fraction of the photo's short side
-    min_scale: float = 0.3
-    # replace existing gan/ and edit/ folders under --out
-    overwrite: bool = False
+    out: Path = option(help="output folder (created if missing)")
+    seed: int = option(0, "master seed: the same seed and flags give byte-identical data", ge=0, lt=2**63)
+    gan_crops: int = option(480, "stage-1 photo crops (gan/train_photo)", ge=0)
+    style_crops: int | None = option(None, "stage-1 style crops, gan/Cartoon/style (default: --gan-crops)", ge=0)
+    test_crops: int = option(12, "stage-1 held-out test views (gan/test/test_photo)", ge=0)
+    size: int = option(256, "stage-1 crop size (px)", ge=16)
+    edit_samples: int = option(2000, "stage-2 training triplets", ge=0)
+    edit_heldout_per_family: int = option(10, "stage-2 held-out triplets per family", ge=0)
+    edit_size: int = option(128, "stage-2 image size (px)", ge=16)
+    families: tuple[str, ...] = option(tuple(EDIT_FAMILIES), "edit families to include (default: all registered)",
+                                       choices=tuple(EDIT_FAMILIES))
+    min_scale: float = option(0.3, "smallest crop side as a fraction of the photo's short side", ge=0.05, le=1.0)
+    overwrite: bool = option(False, "replace earlier gan/ and edit/ folders under --out")
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -91,6 +80,7 @@ class BuildConfig:
         unknown = [f for f in self.families if f not in EDIT_FAMILIES]
         if unknown or not self.families:
             raise ValueError(f"--families: unknown {unknown or 'empty'}; choose from {', '.join(EDIT_FAMILIES)}")
+        check_fields(self)  # NaN/inf and the metadata bounds
 
 
 def _prepare_out(config: BuildConfig) -> None:
@@ -166,24 +156,7 @@ def main(config: BuildConfig) -> dict[str, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> BuildConfig:
-    p = OneLineErrorParser(prog="python -m demo.build", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gan-crops", type=int, default=480, help="stage-1 photo crops")
-    p.add_argument("--style-crops", type=int, default=None, help="stage-1 style crops (default: --gan-crops)")
-    p.add_argument("--test-crops", type=int, default=12, help="stage-1 held-out test views")
-    p.add_argument("--size", type=int, default=256, help="stage-1 crop size (px)")
-    p.add_argument("--edit-samples", type=int, default=2000, help="stage-2 training triplets")
-    p.add_argument("--edit-heldout-per-family", type=int, default=10, help="stage-2 held-out triplets per family")
-    p.add_argument("--edit-size", type=int, default=128, help="stage-2 image size (px)")
-    p.add_argument("--families", nargs="+", choices=list(EDIT_FAMILIES), default=list(EDIT_FAMILIES))
-    p.add_argument("--min-scale", type=float, default=0.3, help="smallest crop as a fraction of the short side")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier build under --out")
-    a = p.parse_args(argv)
-    return BuildConfig(out=a.out, seed=a.seed, gan_crops=a.gan_crops, style_crops=a.style_crops,
-                       test_crops=a.test_crops, size=a.size, edit_samples=a.edit_samples,
-                       edit_heldout_per_family=a.edit_heldout_per_family, edit_size=a.edit_size,
-                       families=tuple(a.families), min_scale=a.min_scale, overwrite=a.overwrite)
+    return parse_config(BuildConfig, argv, prog="python -m demo.build", description=__doc__.splitlines()[0])
 
 
 @cli_errors

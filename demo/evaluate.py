@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.checkpoints import save_json
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 from common.images import list_images, load_image
 
@@ -181,29 +181,22 @@ def load_edit_fn(path: Path, device: str = "cpu", seed: int = 0, size: int = 128
 
 @dataclass
 class EvalConfig:
-    # stage-1 generator file (.safetensors); None skips stage 1
-    gan: Path | None = None
-    # stage-2 editor (diffusers pipeline folder, as `load_editor` accepts); None skips stage 2
-    editor: Path | None = None
-    # a folder built by demo.build; None rebuilds the held-out set from the HELDOUT photos
-    data: Path | None = None
-    # held-out edits per family
-    per_family: int = 3
-    # editor evaluation size in pixels (on-the-fly held-out set)
-    size: int = 128
-    # held-out photo views for stage 1, and their size (on-the-fly set)
-    gan_views: int = 6
-    gan_size: int = 256
-    # seed of the held-out crops and of the editor's sampling
-    seed: int = 0
-    device: str = "cpu"
-    families: tuple[str, ...] = field(default_factory=lambda: tuple(EDIT_FAMILIES))
-    # optional JSON file for the result
-    json_out: Path | None = None
-    # replace an existing --json file
-    overwrite: bool = False
+    gan: Path | None = option(None, "stage-1 generator (.safetensors); omitted: stage 1 is not evaluated")
+    editor: Path | None = option(None, "stage-2 editor pipeline folder; omitted: stage 2 is not evaluated")
+    data: Path | None = option(None, "folder written by demo.build (default: rebuild the held-out set)")
+    per_family: int = option(3, "held-out edits per family", ge=1)
+    size: int = option(128, "editor evaluation size (px, on-the-fly held-out set)", ge=16)
+    gan_views: int = option(6, "held-out photo views for stage 1", ge=1)
+    gan_size: int = option(256, "stage-1 evaluation size (px)", ge=16)
+    seed: int = option(0, "seed of the held-out crops and of the editor's sampling", ge=0, lt=2**63)
+    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    families: tuple[str, ...] = option(tuple(EDIT_FAMILIES), "edit families to evaluate (default: all registered)",
+                                       choices=tuple(EDIT_FAMILIES))
+    json_out: Path | None = option(None, "also write the result as JSON here", flag="--json")
+    overwrite: bool = option(False, "replace an existing --json file")
 
     def __post_init__(self):
+        check_fields(self)  # bounds, NaN/inf and choices from the field metadata, before anything else
         if self.gan is None and self.editor is None:
             raise UserInputError("nothing to evaluate: pass --gan and/or --editor")
         for flag, path in (("--gan", self.gan), ("--editor", self.editor), ("--data", self.data)):
@@ -242,23 +235,7 @@ def main(config: EvalConfig) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
-    p = OneLineErrorParser(prog="python -m demo.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--gan", type=Path, help="stage-1 generator (.safetensors)")
-    p.add_argument("--editor", type=Path, help="stage-2 editor pipeline folder")
-    p.add_argument("--data", type=Path, help="folder written by demo.build (default: rebuild held-out set)")
-    p.add_argument("--per-family", type=int, default=3, help="held-out edits per family")
-    p.add_argument("--size", type=int, default=128, help="editor evaluation size (px)")
-    p.add_argument("--gan-views", type=int, default=6, help="held-out photo views for stage 1")
-    p.add_argument("--gan-size", type=int, default=256, help="stage-1 evaluation size (px)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--families", nargs="+", choices=list(EDIT_FAMILIES), default=list(EDIT_FAMILIES))
-    p.add_argument("--json", dest="json_out", type=Path, help="also write the result as JSON here")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    a = p.parse_args(argv)
-    return EvalConfig(gan=a.gan, editor=a.editor, data=a.data, per_family=a.per_family, size=a.size,
-                      gan_views=a.gan_views, gan_size=a.gan_size, seed=a.seed, device=a.device,
-                      families=tuple(a.families), json_out=a.json_out, overwrite=a.overwrite)
+    return parse_config(EvalConfig, argv, prog="python -m demo.evaluate", description=__doc__.splitlines()[0])
 
 
 @cli_errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import cli_errors
 
 from .sketches import SKETCHERS, make_paired_set
@@ -13,23 +13,18 @@ from .sketches import SKETCHERS, make_paired_set
 
 @dataclass
 class SketchConfig:
-    input: str                # folder of photos
-    output: str               # gets A/ (sketches) and B/ (photos)
-    method: str = "xdog"      # canny or xdog
-    overwrite: bool = False
+    input: str = option(help="folder of photos")
+    output: str = option(help="new folder; gets A/ (sketches) and B/ (photos)")
+    method: str = option("xdog", "sketch filter", choices=tuple(sorted(SKETCHERS)))
+    overwrite: bool = option(False, "replace existing pairs")
 
     def __post_init__(self) -> None:
-        if self.method not in SKETCHERS:
-            raise ValueError(f"--method: unknown {self.method!r} (valid: {', '.join(sorted(SKETCHERS))})")
+        check_fields(self)  # --method
 
 
 def parse_args(argv: list[str] | None = None) -> SketchConfig:
-    p = OneLineErrorParser(prog="python -m stylize_gan.make_sketches", description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--method", choices=sorted(SKETCHERS), default="xdog")
-    p.add_argument("--overwrite", action="store_true")
-    return SketchConfig(**vars(p.parse_args(argv)))
+    return parse_config(SketchConfig, argv, prog="python -m stylize_gan.make_sketches",
+                        description=__doc__.split("\n")[0])
 
 
 def main(config: SketchConfig) -> int:
