@@ -34,8 +34,20 @@ def test_expected_configurations_present():
     assert len(CONFIGS) >= 6
 
 
+LAUNCHER = "accelerate.commands.launch"  # `accelerate launch` run as a module: the script is one of its args
+
+
+def _launched(config) -> tuple[list[str], str, list[str]]:
+    """(launcher args, script, script args) of an accelerate-launch configuration."""
+    args = config["args"]
+    script = next(i for i, a in enumerate(args) if a.endswith(".py"))
+    return args[:script], args[script], args[script + 1:]
+
+
 def _program(config) -> tuple[Path, str]:
     """(source file, module name) of a `program` (script path) or `module` (python -m) configuration."""
+    if config.get("module") == LAUNCHER:
+        config = {"program": "${workspaceFolder}/" + _launched(config)[1]}
     if "module" in config:
         name = config["module"]
         path = ROOT.joinpath(*name.split("."))
@@ -53,7 +65,12 @@ def test_configuration_program_and_arguments(config, monkeypatch):
         assert "from ." not in program.read_text(), f"{program} uses relative imports; use \"module\""
     module = importlib.import_module(module_name)
     monkeypatch.chdir(ROOT)
-    for arg in config["args"]:  # bundled files the configuration reads must exist on a fresh checkout
+    args = config["args"]
+    if config.get("module") == LAUNCHER:  # the launcher accepts its own options, the script the rest
+        from accelerate.commands.launch import launch_command_parser
+        launcher_args, script, args = _launched(config)
+        launch_command_parser().parse_args([*launcher_args, script])
+    for arg in args:  # bundled files the configuration reads must exist on a fresh checkout
         if arg.startswith(("examples/", "checkpoints/")):
             assert (ROOT / arg).exists(), arg
-    module.parse_args(config["args"])  # argparse exits (code 2) on anything it does not accept
+    module.parse_args(args)  # argparse exits (code 2) on anything it does not accept
