@@ -53,11 +53,14 @@ def edit_loss(unet, vae, text_encoder, noise_scheduler, batch: dict[str, torch.T
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor | None, generator: torch.Generator | None = None
                    ) -> torch.Tensor:
-    """A posterior sample drawn as diffusers' DiagonalGaussianDistribution.sample draws it (mean + std * N(0, 1));
-    `std` None: deterministic latents (AutoencoderTiny)."""
+    """A posterior sample of the edited images drawn as encode_pair draws it: diffusers' DiagonalGaussianDistribution
+    .sample (mean + std * N(0, 1)) over the stacked [input; edited] batch, of which the edited half is kept, so a
+    cached run consumes the random stream exactly as an uncached one. `std` None: deterministic latents
+    (AutoencoderTiny), nothing drawn."""
     if std is None:
         return mean
-    return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    shape = (2 * mean.shape[0], *mean.shape[1:])
+    return mean + std * torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)[mean.shape[0]:]
 
 
 def cached_edit_loss(unet, text_encoder, noise_scheduler, batch: dict[str, torch.Tensor], null_text: torch.Tensor,

@@ -87,24 +87,26 @@ def test_cached_rows_equal_fresh_encodes_of_the_drawn_views(folder, tokenizer, t
 
 
 def test_sampling_from_the_cache_draws_as_the_posterior_does():
-    params = torch.randn(2, 8, 4, 4)
+    """encode_pair samples the posterior of [input; edited] at once: the cache draws the same numbers."""
+    params = torch.randn(6, 8, 4, 4)  # 3 inputs, then 3 edited images
     dist = DiagonalGaussianDistribution(params)
-    expected = dist.sample(torch.Generator().manual_seed(5))
-    got = sample_latents(dist.mean, dist.std, torch.Generator().manual_seed(5))
+    expected = dist.sample(torch.Generator().manual_seed(5))[3:]
+    got = sample_latents(dist.mean[3:], dist.std[3:], torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
     assert sample_latents(dist.mean, None) is dist.mean
 
 
+@pytest.mark.parametrize("vae_config", [TINY_VAE, TINY_TAESD], ids=["kl", "tiny"])
 @pytest.mark.parametrize("train_text", [False, True], ids=["text_cached", "text_trained"])
-def test_a_cached_batch_gives_the_uncached_loss_with_dropout(folder, tokenizer, tmp_path, train_text):
-    """Deterministic VAE latents: both paths draw the same noise, timesteps and dropout masks from one seed, so
-    the losses agree; dropout 1/3 drops text, image or both in every sample (null embedding vs null ids)."""
+def test_a_cached_batch_gives_the_uncached_loss_with_dropout(folder, tokenizer, tmp_path, train_text, vae_config):
+    """Both paths draw the same posterior sample, noise, timesteps and dropout masks from one seed, so the losses
+    agree; dropout 1/3 drops text, image or both in every sample (null embedding vs null ids)."""
     from diffusers import UNet2DConditionModel
 
     from _edit_fixtures import TINY_UNET
     from edit_diffusion.scratch import build_noise_scheduler
 
-    vae, text_encoder = models(TINY_TAESD)
+    vae, text_encoder = models(vae_config)
     torch.manual_seed(1)
     unet = UNet2DConditionModel.from_config({**TINY_UNET, "in_channels": 8})
     scheduler = build_noise_scheduler("epsilon")
