@@ -30,8 +30,9 @@ class AppConfig:
     share: bool = option(False, "also open a public gradio.live link (off by default)")
     editor: str | None = option(None, "stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt "
                                       "(default: bundled)")
-    gan_checkpoint: str | None = option(None, "stage-1 generator .safetensors, offered (and preselected) next to "
-                                              "the bundled styles", aliases=("--checkpoint_path",))
+    gan_checkpoint: str | None = option(None, "stage-1 generator (.safetensors, AnimeGAN .pt / .pth, .onnx), offered "
+                                              "(and preselected) next to the bundled styles",
+                                        aliases=("--checkpoint_path",))
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
     examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
     max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)

@@ -30,7 +30,8 @@ class InferConfig:
                          aliases=("--destination_file_path",))
     edit: str | None = option(None, "edit instruction, e.g. 'make it sepia'; required unless --skip-edit",
                               aliases=("--edit_condition",))
-    gan_checkpoint: str | None = option(None, "stage-1 generator .safetensors (default: the bundled --style)",
+    gan_checkpoint: str | None = option(None, "stage-1 generator: .safetensors, a published AnimeGAN .pt / .pth or "
+                                              "an .onnx (default: the bundled --style)",
                                         aliases=("--checkpoint_path",))
     style: str = option(DEFAULT_STYLE, "bundled stage-1 style", choices=tuple(sorted(STYLES)))
     editor: str | None = option(None, "stage-2 editor: pipeline folder, hub id or .safetensors/.ckpt "

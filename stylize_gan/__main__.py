@@ -11,7 +11,8 @@ from common.errors import cli_errors
 
 @dataclass
 class StylizeConfig:
-    checkpoint: str = option(help="generator .safetensors written by train_gan.py")
+    checkpoint: str = option(help="generator: .safetensors written by train_gan.py, a published AnimeGAN .pt / "
+                                  ".pth, or an .onnx generator (AnimeGANv3, export_onnx.py)")
     input: str = option(help="image, folder or video")
     output: str = option(help="image, folder or video (same kind as the input)")
     overwrite: bool = option(False, "replace existing output files (never the input)")

@@ -1,4 +1,5 @@
-"""Export a stage-1 generator to ONNX (dynamic height and width), checked against PyTorch with onnxruntime:
+"""Export a stage-1 generator to ONNX (dynamic height and width), checked against PyTorch with onnxruntime.
+
     python -m stylize_gan.export_onnx --checkpoint generator.safetensors --output g.onnx
 The checkpoint may be ours or a published AnimeGAN generator (foreign.py). The model takes and returns
 (1, 3, H, W) float RGB in [-1, 1]; `load_generator` (so --gan-checkpoint / --checkpoint) runs the file again."""
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from common.checkpoints import atomic_write
-from common.cli import OneLineErrorParser
+from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 
 from .foreign import ONNX_LAYOUT_KEY
@@ -24,14 +25,13 @@ CHECK_SIZE = (45, 61)  # odd sizes for the onnxruntime-vs-PyTorch check
 
 @dataclass
 class ExportConfig:
-    checkpoint: str          # generator file (ours .safetensors, or a published .pt / .pth)
-    output: str              # .onnx file to write
-    opset: int = MIN_OPSET   # ONNX opset version
-    overwrite: bool = False  # replace an existing output
+    checkpoint: str = option(help="generator: ours (.safetensors) or a published AnimeGAN .pt / .pth")
+    output: str = option(help=".onnx file to write")
+    opset: int = option(MIN_OPSET, "ONNX opset version", ge=MIN_OPSET)
+    overwrite: bool = option(False, "replace an existing output file")
 
     def __post_init__(self) -> None:
-        if self.opset < MIN_OPSET:
-            raise ValueError(f"--opset must be >= {MIN_OPSET}, got {self.opset}")
+        check_fields(self)
 
 
 def check_paths(checkpoint: Path, output: Path, overwrite: bool) -> None:
@@ -46,8 +46,6 @@ def check_paths(checkpoint: Path, output: Path, overwrite: bool) -> None:
         raise UserInputError(f"{output}: is a folder, expected an output file name")
     if not output.parent.is_dir():
         raise UserInputError(f"{output.parent}: output folder does not exist")
-    if output.exists() and os.path.samefile(output, checkpoint):
-        raise UserInputError(f"{output}: output path is the checkpoint; choose another name")
     if output.exists() and not overwrite:
         raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
     if not os.access(output.parent, os.W_OK):
@@ -82,16 +80,8 @@ def parity(generator: nn.Module, onnx_path: str | os.PathLike, size: tuple[int, 
 
 
 def parse_args(argv: list[str] | None = None) -> ExportConfig:
-    p = OneLineErrorParser(prog="python -m stylize_gan.export_onnx", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="generator: ours (.safetensors) or a published .pt / .pth")
-    p.add_argument("--output", required=True, help=".onnx file to write")
-    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    args = p.parse_args(argv)
-    try:
-        return ExportConfig(**vars(args))
-    except ValueError as err:
-        p.error(str(err))
+    return parse_config(ExportConfig, argv, prog="python -m stylize_gan.export_onnx",
+                        description=__doc__.split("\n")[0])
 
 
 def main(config: ExportConfig) -> dict:

@@ -114,7 +114,7 @@ class OnnxGenerator(nn.Module):
         layout = self.session.get_modelmeta().custom_metadata_map.get(ONNX_LAYOUT_KEY)
         self.nchw, self.input_name = self._check_io(layout)
         # AnimeGANv3 conventions (ours take any size: resize nothing)
-        self.multiple = 1 if self.nchw else (V3_TINY_MULTIPLE if "tiny" in self.path.name.lower() else V3_MULTIPLE)
+        self.size_multiple = 1 if self.nchw else (V3_TINY_MULTIPLE if "tiny" in self.path.name.lower() else V3_MULTIPLE)
         self.min_side = 1 if self.nchw else V3_MIN_SIDE
 
     def _check_io(self, layout: str | None) -> tuple[bool, str]:
@@ -135,7 +135,7 @@ class OnnxGenerator(nn.Module):
         return nchw, inputs[0].name
 
     def _fit(self, side: int) -> int:
-        return max(self.min_side, side - side % self.multiple)
+        return max(self.min_side, side - side % self.size_multiple)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

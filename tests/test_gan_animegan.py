@@ -36,7 +36,8 @@ def random_state(net: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]
     state = {}
     for k, v in net.state_dict().items():
         fan_in = v[0].numel() if v.dim() > 1 else 1
-        state[k] = torch.randn(v.shape, generator=g) * (2.0 / fan_in) ** 0.5 + (1.0 if v.dim() == 1 and k.endswith("weight") else 0)
+        norm_scale = v.dim() == 1 and k.endswith("weight")  # GroupNorm weights: random around 1
+        state[k] = torch.randn(v.shape, generator=g) * (2.0 / fan_in) ** 0.5 + (1.0 if norm_scale else 0.0)
     return state
 
 

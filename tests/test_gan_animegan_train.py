@@ -12,11 +12,17 @@ import torch
 from common.checkpoints import load_tensors, read_metadata
 from common.errors import UserInputError
 from stylize_gan.animegan import AnimeGANv2Generator
-from stylize_gan.backbones import VGG19_FILE, build_vgg19
+from stylize_gan.backbones import build_vgg19
 from stylize_gan.checkpoint import load_generator
 from train_gan import cli
 
 from _gan_fixtures import TINY_TRAIN_FLAGS, make_animegan_dataset, single_thread  # noqa: F401
+
+
+def torchvision_vgg19_name() -> str:
+    """The file name torchvision's weights API caches VGG19 under (vgg19-dcbb9e9d.pth), from torchvision itself."""
+    from torchvision.models import VGG19_Weights
+    return VGG19_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +93,7 @@ def write_fake_torchvision_vgg19(path) -> None:
 
 def test_vgg19_from_the_torch_hub_cache_runs_train_gan(animegan_root, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    write_fake_torchvision_vgg19(tmp_path / "torch_home" / "hub" / "checkpoints" / VGG19_FILE)
+    write_fake_torchvision_vgg19(tmp_path / "torch_home" / "hub" / "checkpoints" / torchvision_vgg19_name())
     monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)  # found, not downloaded
     result = cli(_unpaired(animegan_root, tmp_path, "--content_backbone", "vgg19"))
     assert result["step"] == 2 and (tmp_path / "ckpt" / "generator.safetensors").is_file()
@@ -95,7 +101,7 @@ def test_vgg19_from_the_torch_hub_cache_runs_train_gan(animegan_root, tmp_path, 
 
 def test_vgg19_download_through_torchvision_and_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / VGG19_FILE
+    cached = tmp_path / "torch_home" / "hub" / "checkpoints" / torchvision_vgg19_name()
 
     def offline(url, dst, *args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -115,5 +121,5 @@ def test_vgg19_download_through_torchvision_and_offline_message(tmp_path, monkey
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", online)
     backbone = build_vgg19()
-    assert urls == [f"https://download.pytorch.org/models/{VGG19_FILE}"] and cached.is_file()
+    assert urls == ["https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"] and cached.is_file()
     assert backbone(torch.zeros(1, 3, 16, 16)).shape == (1, 512, 2, 2)  # conv4_4 at stride 8
