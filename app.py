@@ -13,10 +13,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-import torch
-
 from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors, one_line
+from common.devices import (channels_last_option, compile_option, device_option, dtype_option,
+                            resolve_device)
 from webapp.context import UploadLimits, load_context
 
 LOOPBACK = "127.0.0.1"
@@ -33,7 +33,10 @@ class AppConfig:
     gan_checkpoint: str | None = option(None, "stage-1 generator (.safetensors, AnimeGAN .pt / .pth, .onnx), offered "
                                               "(and preselected) next to the bundled styles",
                                         aliases=("--checkpoint_path",))
-    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    compile: bool = compile_option()
+    channels_last: bool = channels_last_option()
     examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
     max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)
     max_upload_pixels: int = option(UploadLimits.max_pixels, "largest accepted upload, in pixels (checked before "
@@ -44,10 +47,7 @@ class AppConfig:
             raise ValueError("--host is empty; use 127.0.0.1 (this machine only) or an interface address")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"--port must lie in 1..65535, got {self.port}")
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"--device: unknown device {self.device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+        resolve_device(self.device)  # unknown, or absent on this machine: one line naming --device
         self.upload_limits()  # checks both upload flags
         check_fields(self)  # NaN/inf and the metadata bounds of the rest
 
@@ -81,7 +81,8 @@ def main(config: AppConfig) -> None:
         raise UserInputError(f"the web app needs {err.name}: pip install -e '.[app]'") from None
 
     # Setup: models first (slow, and a bad path should fail before anything is served)
-    ctx = load_context(config.editor, config.gan_checkpoint, config.device, config.upload_limits(), config.examples)
+    ctx = load_context(config.editor, config.gan_checkpoint, config.device, config.upload_limits(), config.examples,
+                       config.dtype, config.compile, config.channels_last)
 
     # Serve: uploads and results live in a fresh temporary folder, deleted on exit
     temp_dir = tempfile.mkdtemp(prefix="stylize-edit-app-")

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import check_fields, option, parse_config
+from common.devices import channels_last_option, compile_option, device_option, dtype_option, resolve_device
 from common.errors import UserInputError, cli_errors
 from common.images import check_output_path, folder_targets, load_image_capped, refuse_shared_outputs, save_image
 from edit_diffusion.editor import EditSettings, variant_paths
@@ -40,7 +41,10 @@ class InferConfig:
     skip_edit: bool = option(False, "stylize only (no stage 2)")
     save_intermediate: bool = option(False, "also write the stage-1 result as <output>_stylized.png")
     settings: EditSettings = field(default_factory=EditSettings)  # --steps, --cfg-text, ... (EditSettings' flags)
-    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    compile: bool = compile_option()
+    channels_last: bool = channels_last_option()
     overwrite: bool = option(False, "replace existing output files")
     max_side: int = option(MAX_SIDE, "shrink larger inputs to this long side, with a notice (0: full size, tiled)",
                            ge=0)
@@ -51,6 +55,7 @@ class InferConfig:
             raise ValueError("--skip-stylize and --skip-edit together leave nothing to do")
         if not self.skip_edit and (self.edit is None or not self.edit.strip()):
             raise ValueError("--edit: the instruction is empty; write what to change, e.g. \"make it black and white\"")
+        resolve_device(self.device)  # an unknown or absent device fails before any work
 
     def edit_settings(self) -> EditSettings:
         return self.settings
@@ -111,7 +116,7 @@ def main(config: InferConfig) -> list[Path]:
     single = len(jobs) == 1 and not Path(config.input).is_dir()
     first = _load(jobs[0][0], config.max_side) if single else None  # a bad image fails before the models load
     models = load_models(config.gan_checkpoint, config.style, config.editor, config.skip_stylize,
-                         config.skip_edit, config.device)
+                         config.skip_edit, config.device, config.dtype, config.compile, config.channels_last)
     if not single:
         Path(config.output).mkdir(exist_ok=True)
     settings, written, skipped = config.edit_settings(), [], []

@@ -13,7 +13,8 @@ File by file (networks and samplers stay diffusers'; this package owns the editi
 - checkpointing.py resumable checkpoint-<step> folders, EMA in safetensors, pruning
 - trainer.py       the accelerate training loop, validation edits, final pipeline folder
 - lora.py          optional peft LoRA, saved in load_lora_weights format
-- editor.py        editing API: SCHEDULERS, EditSettings, load_editor, edit_image
+- engine.py        our sampler: eq. 3 with only the needed UNet branches, chunked variants, sliced decode
+- editor.py        editing API: SCHEDULERS, EditSettings, Editor (load_editor), edit_image
 - fewstep.py       few-step adaptation W' = W_edit + w (W_distilled - W_base)
 - __main__.py      editing CLI: python -m edit_diffusion --model M --input in.png --edit "..." --output out.png
 """

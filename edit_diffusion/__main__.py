@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import option, parse_config
+from common.devices import channels_last_option, compile_option, device_option, dtype_option
 from common.errors import cli_errors
 from common.images import check_output_path, load_image, save_image
 
-from .editor import EditSettings, edit_image, load_editor, variant_paths
+from .editor import EditSettings, load_editor, variant_paths
 
 
 @dataclass
@@ -20,7 +21,10 @@ class EditCliConfig:
     output: str = option(help="output image; variants get -1, -2, ... suffixes")
     settings: EditSettings = field(default_factory=EditSettings)  # --steps, --cfg-text, ... (shared with infer.py)
     overwrite: bool = option(False, "replace existing output files")
-    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    compile: bool = compile_option()
+    channels_last: bool = channels_last_option()
     original_config: str | None = option(None, "diffusers config folder for single-file models",
                                          flag="--original_config")
 
@@ -40,9 +44,10 @@ def cli(argv: list[str] | None = None) -> list[Path]:
     image = load_image(config.input)
     paths = [check_output_path(p, [config.input], config.overwrite)
              for p in variant_paths(config.output, config.settings.num_variants)]
-    pipe = load_editor(config.model, device=config.device, original_config=config.original_config)
+    editor = load_editor(config.model, config.device, config.dtype, config.original_config,
+                         compile_unet=config.compile, channels_last=config.channels_last)
     start = time.perf_counter()
-    outputs, used = edit_image(pipe, image, config.edit, config.settings)
+    outputs, used = editor.edit(image, config.edit, config.settings)
     for img, path in zip(outputs, paths):
         save_image(img, path)
     print(f"edited in {time.perf_counter() - start:.1f}s: steps={used.steps} cfg_text={used.cfg_text} "

@@ -204,7 +204,7 @@ def load_pipeline(model: str, original_config: str | None = None, dtype: torch.d
     hub = hub or HubOptions()
     kwargs = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+        kwargs["dtype"] = dtype  # diffusers 0.42 name (torch_dtype is deprecated)
     with _quiet_diffusers():
         if kind == "file":
             return _load_single_file(model, original_config, original_config_file, kwargs)

@@ -19,7 +19,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # Bundled configs usable by name (`--unet_config tiny`): name -> {kind: file}.
 BUNDLED_CONFIGS = {
     "tiny": {"unet": "tiny_unet.json", "vae": "tiny_vae.json", "text_encoder": "tiny_text_encoder.json"},
-    "sd15": {"unet": "sd15_unet.json"},
+    "sd15": {"unet": "sd15_unet.json", "vae": "sd15_vae.json", "text_encoder": "sd15_text_encoder.json"},
 }
 # Stable Diffusion's training noise schedule, the default for from-scratch models.
 SD_BETA_START, SD_BETA_END, SD_TRAIN_TIMESTEPS = 0.00085, 0.012, 1000

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.cli import check_fields, option, parse_config
+from common.devices import device_option, resolve_device
 from common.errors import cli_errors
 
 
@@ -16,7 +17,7 @@ class StylizeConfig:
     input: str = option(help="image, folder or video")
     output: str = option(help="image, folder or video (same kind as the input)")
     overwrite: bool = option(False, "replace existing output files (never the input)")
-    device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    device: str = device_option()
     tile: int = option(1024, "images larger than this are processed in overlapping tiles", ge=16)
     overlap: int = option(64, "pixels shared by neighbouring tiles", ge=0)
 
@@ -33,15 +34,9 @@ def parse_args(argv: list[str] | None = None) -> StylizeConfig:
 
 def main(config: StylizeConfig) -> list[str]:
     """Returns the written output paths."""
-    import torch
-
     from .checkpoint import load_generator
     from .inference import stylize_path
-    try:
-        device = torch.device(config.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise ValueError(f"--device {config.device}: not available ({err})") from None
+    device = resolve_device(config.device)  # auto: CUDA, else MPS, else CPU (the generator runs in float32)
     generator = load_generator(config.checkpoint, device=device)
     outputs = stylize_path(generator, config.input, config.output, overwrite=config.overwrite,
                            tile=config.tile, overlap=config.overlap)
