@@ -13,8 +13,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+
 from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors, one_line
+from common.images import MAX_PIXELS
 from common.devices import (channels_last_option, compile_option, device_option, dtype_option,
                             resolve_device)
 from webapp.context import UploadLimits, load_context
@@ -37,10 +39,14 @@ class AppConfig:
     dtype: str = dtype_option()
     compile: bool = compile_option()
     channels_last: bool = channels_last_option()
+    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
+                                      "model to --device only while it runs (diffusers' model CPU offload)")
+    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
+                                    "pytorch_lora_weights.safetensors)")
     examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
     max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)
     max_upload_pixels: int = option(UploadLimits.max_pixels, "largest accepted upload, in pixels (checked before "
-                                                             "decoding)", ge=1)
+                                                             "decoding)", ge=1, le=MAX_PIXELS)
 
     def __post_init__(self) -> None:
         if not self.host.strip():
@@ -82,7 +88,8 @@ def main(config: AppConfig) -> None:
 
     # Setup: models first (slow, and a bad path should fail before anything is served)
     ctx = load_context(config.editor, config.gan_checkpoint, config.device, config.upload_limits(), config.examples,
-                       config.dtype, config.compile, config.channels_last)
+                       config.dtype, config.compile, config.channels_last,
+                       config.cpu_offload, config.lora)
 
     # Serve: uploads and results live in a fresh temporary folder, deleted on exit
     temp_dir = tempfile.mkdtemp(prefix="stylize-edit-app-")

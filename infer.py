@@ -15,7 +15,8 @@ from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import check_fields, option, parse_config
 from common.devices import channels_last_option, compile_option, device_option, dtype_option, resolve_device
 from common.errors import UserInputError, cli_errors
-from common.images import check_output_path, folder_targets, load_image_capped, refuse_shared_outputs, save_image
+from common.images import (PROCESS_MAX_PIXELS, check_output_path, folder_targets, load_image_capped,
+                           refuse_shared_outputs, save_image)
 from edit_diffusion.editor import EditSettings, variant_paths
 
 
@@ -45,9 +46,13 @@ class InferConfig:
     dtype: str = dtype_option()
     compile: bool = compile_option()
     channels_last: bool = channels_last_option()
+    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
+                                      "model to --device only while it runs (diffusers' model CPU offload)")
+    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
+                                    "pytorch_lora_weights.safetensors)")
     overwrite: bool = option(False, "replace existing output files")
     max_side: int = option(MAX_SIDE, "shrink larger inputs to this long side, with a notice (0: full size, tiled)",
-                           ge=0)
+                           ge=0, le=65535)
 
     def __post_init__(self):
         check_fields(self)
@@ -101,7 +106,7 @@ def _stylized_path(out: Path) -> Path:
 
 def _load(path: Path, max_side: int):
     """The input as upright RGB, shrunk to `max_side` (0: no cap) with a notice."""
-    img, (w, h) = load_image_capped(path, max_side or None)
+    img, (w, h) = load_image_capped(path, max_side or None, PROCESS_MAX_PIXELS)
     if img.size != (w, h):
         print(f"note: {path} is {w}x{h}; processing it at {img.width}x{img.height} "
               f"(--max-side {max_side}; --max-side 0 keeps the full size, processed in tiles)")
@@ -115,8 +120,12 @@ def main(config: InferConfig) -> list[Path]:
     jobs = _jobs(config)
     single = len(jobs) == 1 and not Path(config.input).is_dir()
     first = _load(jobs[0][0], config.max_side) if single else None  # a bad image fails before the models load
+    if not config.skip_edit:
+        from edit_diffusion.families import preflight
+        preflight(config.editor, config.settings)  # e.g. --cfg-image for Kontext: refused before loading
     models = load_models(config.gan_checkpoint, config.style, config.editor, config.skip_stylize,
-                         config.skip_edit, config.device, config.dtype, config.compile, config.channels_last)
+                         config.skip_edit, config.device, config.dtype, config.compile, config.channels_last,
+                         config.cpu_offload, config.lora)
     if not single:
         Path(config.output).mkdir(exist_ok=True)
     settings, written, skipped = config.edit_settings(), [], []

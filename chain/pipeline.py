@@ -42,13 +42,15 @@ def resolve_generator_path(gan_checkpoint: str | None, style: str | None) -> Pat
 
 def load_models(gan_checkpoint: str | None = None, style: str | None = None, editor: str | None = None,
                 skip_stylize: bool = False, skip_edit: bool = False, device: str = "auto", dtype: str = "auto",
-                compile_unet: bool = False, channels_last: bool = False) -> ChainModels:
-    """Load what the chain needs (nothing for a skipped stage); `dtype`, `compile_unet` and `channels_last`
-    apply to the editor (the stage-1 generator stays in float32)."""
+                compile_unet: bool = False, channels_last: bool = False, cpu_offload: bool = False,
+                lora: str | None = None) -> ChainModels:
+    """Load what the chain needs (nothing for a skipped stage); `dtype`, `compile_unet`, `channels_last`,
+    `cpu_offload` and `lora` apply to the editor (the stage-1 generator stays in float32)."""
     device = resolve_device(device)
     generator = None if skip_stylize else load_generator(resolve_generator_path(gan_checkpoint, style), device=device)
     edit_model = None if skip_edit else load_editor(str(editor or DEFAULT_EDITOR), device, dtype,
-                                                    compile_unet=compile_unet, channels_last=channels_last)
+                                                    compile_unet=compile_unet, channels_last=channels_last,
+                                                    cpu_offload=cpu_offload, lora=lora)
     return ChainModels(generator=generator, editor=edit_model)
 
 

@@ -10,6 +10,7 @@ from common.devices import channels_last_option, compile_option, device_option, 
 from common.errors import cli_errors
 from common.images import check_output_path, load_image, save_image
 
+from .families import preflight
 from .editor import EditSettings, load_editor, variant_paths
 
 
@@ -25,6 +26,10 @@ class EditCliConfig:
     dtype: str = dtype_option()
     compile: bool = compile_option()
     channels_last: bool = channels_last_option()
+    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
+                                      "model to --device only while it runs (diffusers' model CPU offload)")
+    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
+                                    "pytorch_lora_weights.safetensors)")
     original_config: str | None = option(None, "diffusers config folder for single-file models",
                                          flag="--original_config")
 
@@ -44,8 +49,10 @@ def cli(argv: list[str] | None = None) -> list[Path]:
     image = load_image(config.input)
     paths = [check_output_path(p, [config.input], config.overwrite)
              for p in variant_paths(config.output, config.settings.num_variants)]
+    preflight(config.model, config.settings)  # flags the editor's family has no use for: refused before loading
     editor = load_editor(config.model, config.device, config.dtype, config.original_config,
-                         compile_unet=config.compile, channels_last=config.channels_last)
+                         compile_unet=config.compile, channels_last=config.channels_last,
+                         cpu_offload=config.cpu_offload, lora=config.lora)
     start = time.perf_counter()
     outputs, used = editor.edit(image, config.edit, config.settings)
     for img, path in zip(outputs, paths):

@@ -20,18 +20,19 @@ from PIL import Image
 
 from common.devices import resolve_device, resolve_dtype
 from common.cli import check_fields, option
-from common.errors import UserInputError
+from common.errors import UserInputError, one_line
 
 from . import engine
 from .engine import dual_guidance  # noqa: F401 - re-exported: eq. 3 lives with the sampler now
-from .loading import load_pipeline
+from .families import FamilyEditor, family_of, load_family_editor, load_lora, read_model_index
+from .loading import load_pipeline, source_kind
 from .surgery import EDIT_IN_CHANNELS
 
 SCHEDULERS = {"euler_a": EulerAncestralDiscreteScheduler, "ddim": DDIMScheduler,
               "dpmpp": DPMSolverMultistepScheduler, "lcm": LCMScheduler}
 # Schedulers that cannot step a model of a given prediction type (diffusers raises mid-run otherwise).
 UNSUPPORTED = {"sample": ("euler_a",)}
-GLOBAL_DEFAULTS = {"steps": 20, "cfg_text": 7.5, "cfg_image": 1.5, "scheduler": "euler_a"}
+GLOBAL_DEFAULTS = {"steps": 20, "cfg_text": 7.5, "cfg_image": 1.5, "scheduler": "euler_a", "resolution": 512}
 DEFAULTS_FILE = "edit_defaults.json"
 MAX_VARIANTS = 64  # one call's variants run one after another; more is a batch job, not an edit
 _truncation_noticed: set[int] = set()
@@ -48,11 +49,13 @@ class EditSettings:
     seed: int | None = option(None, "random seed; drawn at random and printed when omitted", ge=0, lt=2**63)
     scheduler: str | None = option(None, "denoising scheduler (default: the editor's, else euler_a)",
                                    choices=tuple(SCHEDULERS))
-    resolution: int = option(512, "cap on the long side (px) the model runs at", ge=1)
+    resolution: int | None = option(None, "cap on the long side (px) the model runs at; memory grows with its square "
+                                          "(default: the editor's: 512 for SD 1.5, the native size of "
+                                          "SDXL-IP2P / Kontext / Qwen)", ge=1, le=4096)
     num_variants: int = option(1, "number of edited variants (files get -1, -2, ... suffixes)", ge=1,
                                le=MAX_VARIANTS, flag="--variants")
     batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: one "
-                                          "variant)", ge=1)
+                                          "variant)", ge=1, le=3 * MAX_VARIANTS)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -65,7 +68,7 @@ class EditSettings:
             raise UserInputError(f"--cfg-text must be a finite number >= 0, got {self.cfg_text}")
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
             raise UserInputError(f"--scheduler {self.scheduler!r} unknown; choose from {', '.join(SCHEDULERS)}")
-        if self.resolution < 1:
+        if self.resolution is not None and self.resolution < 1:
             raise UserInputError(f"--resolution must be positive, got {self.resolution}")
         if self.num_variants < 1:
             raise UserInputError(f"--variants must be >= 1, got {self.num_variants}")
@@ -87,7 +90,14 @@ def read_edit_defaults(folder: str | Path | None) -> dict:
         data = json.loads((Path(folder) / DEFAULTS_FILE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserInputError(f"{Path(folder) / DEFAULTS_FILE}: not valid JSON ({err})") from None
-    return {k: data[k] for k in GLOBAL_DEFAULTS if data.get(k) is not None}
+    if not isinstance(data, dict):
+        raise UserInputError(f"{Path(folder) / DEFAULTS_FILE}: expected a JSON object, got {type(data).__name__}")
+    values = {k: data[k] for k in GLOBAL_DEFAULTS if data.get(k) is not None}
+    try:  # the flags' own ranges (json reads NaN and Infinity; they and steps 0 would reach the sampler)
+        EditSettings(**values)
+    except ValueError as err:
+        raise UserInputError(f"{Path(folder) / DEFAULTS_FILE}: {one_line(err)}") from None
+    return values
 
 
 @dataclass(eq=False)
@@ -198,16 +208,26 @@ class Editor:
 
 def as_editor(model) -> Editor:
     """An Editor, or one over the components of a stock pipeline (e.g. the trainer's validation pipeline)."""
-    return model if isinstance(model, Editor) else Editor.from_pipeline(model)
+    return model if isinstance(model, (Editor, FamilyEditor)) else Editor.from_pipeline(model)
 
 
 def load_editor(model: str, device: str | torch.device = "auto", dtype: str | torch.dtype | None = "auto",
                 original_config: str | None = None, compile_unet: bool = False,
-                channels_last: bool = False) -> Editor:
+                channels_last: bool = False, cpu_offload: bool = False, lora: str | None = None) -> Editor:
     """An 8-channel InstructPix2Pix editor on `device` in `dtype` (see common.devices for `auto`);
-    text-to-image models are refused. Optionally the UNet in channels_last layout and torch.compile'd."""
+    text-to-image models are refused. Optionally the UNet in channels_last layout and torch.compile'd.
+    SDXL-IP2P / Kontext / Qwen-Image-Edit repos (model_index.json) load as a families.FamilyEditor."""
     device = resolve_device(device)
+    kind = source_kind(model)
+    family = family_of(read_model_index(model, kind))
+    if family is not None:
+        return load_family_editor(model, kind, family, device, dtype, cpu_offload, lora, compile_unet, channels_last)
+    if cpu_offload:
+        raise UserInputError("--cpu-offload applies to the SDXL-IP2P, Kontext and Qwen editors; an SD 1.5 "
+                             "InstructPix2Pix editor fits on the device as it is (use --dtype fp16 to halve it)")
     pipe = load_pipeline(model, original_config, resolve_dtype(dtype, device))
+    if lora is not None:
+        load_lora(pipe, lora)
     channels = pipe.unet.config.in_channels
     if channels != EDIT_IN_CHANNELS:
         raise UserInputError(f"{model}: its UNet has {channels} input channels, so it is a text-to-image model, "
@@ -223,6 +243,8 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
 
 def resolve_settings(editor, settings: EditSettings) -> EditSettings:
     """Fill None fields from the model's edit_defaults.json, else the global defaults; draw a seed."""
+    if isinstance(editor, FamilyEditor):  # its own defaults and refusals
+        return editor.resolve_settings(settings)
     editor = as_editor(editor)
     defaults = {**GLOBAL_DEFAULTS, **editor.defaults}
     filled = {k: getattr(settings, k) if getattr(settings, k) is not None else defaults[k] for k in GLOBAL_DEFAULTS}

@@ -43,9 +43,25 @@ def hub_cache():
 
     import hub_cache as hub
 
+    return _on_one_thread(hub.build_hub_cache, Path(_HF_HOME))
+
+
+def _on_one_thread(build, *args):
+    """Tiny models build fastest on one thread (and two busy cores run them many times slower otherwise)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return hub.build_hub_cache(Path(_HF_HOME))
+        return build(*args)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def modern_hub_cache():
+    """The session's HF_HOME with tiny SDXL-IP2P, FLUX.1 Kontext and Qwen-Image-Edit (2509) repos under their real
+    ids (tests/hub_cache_modern.py), built once on one thread."""
+    from pathlib import Path
+
+    import hub_cache_modern as modern
+
+    return _on_one_thread(modern.build_modern_cache, Path(_HF_HOME))

@@ -77,7 +77,7 @@ def default_controls(editor, style: str) -> Controls:
                     cfg_text=float(resolved.cfg_text), cfg_text_mode=FIX,
                     cfg_image=float(resolved.cfg_image), cfg_image_mode=FIX,
                     seed=DEFAULT_SEED, seed_mode=RANDOMIZE, scheduler=resolved.scheduler,
-                    variants=1, resolution=EditSettings().resolution)
+                    variants=1, resolution=int(resolved.resolution))
 
 
 def editor_defaults(editor) -> EditSettings:
@@ -112,7 +112,8 @@ def example_images(folder: str | None) -> list[str]:
 
 def load_context(editor: str | None = None, gan_checkpoint: str | None = None, device: str = "auto",
                  limits: UploadLimits | None = None, examples: str | None = None, dtype: str = "auto",
-                 compile_unet: bool = False, channels_last: bool = False) -> AppContext:
+                 compile_unet: bool = False, channels_last: bool = False, cpu_offload: bool = False,
+                 lora: str | None = None) -> AppContext:
     """Load the editor and every generator once; the default style is --gan-checkpoint, else the bundled one."""
     pictures = example_images(examples)
     if editor is None and not DEFAULT_EDITOR.exists():
@@ -120,7 +121,7 @@ def load_context(editor: str | None = None, gan_checkpoint: str | None = None, d
                              "pass --editor <pipeline folder, hub id or .safetensors file>")
     device = resolve_device(device)
     edit_model = load_editor(str(editor or DEFAULT_EDITOR), device, dtype, compile_unet=compile_unet,
-                             channels_last=channels_last)
+                             channels_last=channels_last, cpu_offload=cpu_offload, lora=lora)
     generators = load_generators(gan_checkpoint, device)
     if gan_checkpoint:
         style = checkpoint_choice(gan_checkpoint)
