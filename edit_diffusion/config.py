@@ -81,7 +81,9 @@ class EditTrainConfig:
     lr_warmup_steps: int = option(500, "warm-up steps of the LR schedule", ge=0)
     conditioning_dropout_prob: float = option(0.05, "probability of dropping text, image, and both (each), paper "
                                                     "§3.2.1; at most 1/3", ge=0)
-    mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
+    # None (as the diffusers recipe): accelerate decides (`accelerate launch --mixed_precision`, its config file)
+    mixed_precision: str | None = option(None, "accelerate mixed precision (default: accelerate's setting, 'no' "
+                                               "without one)", choices=MIXED_PRECISION)
     use_ema: bool = option(False, "keep an EMA copy of the UNet (saved as the final weights)")
     ema_decay: float = option(0.9999, "EMA decay", gt=0, lt=1)
     seed: int | None = option(None, "random seed (each process adds its rank); default: not seeded",

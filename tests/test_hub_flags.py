@@ -23,7 +23,6 @@ DIFFERENT_DEFAULTS = {
     "output_dir": ("instruct-pix2pix-model", "runs/instruct-pix2pix-model"),
     "train_batch_size": (16, 4),
     "conditioning_dropout_prob": (None, 0.05),
-    "mixed_precision": (None, "no"),
 }
 # A value per flag that its checks accept (and that differs from the default, so reaching the config shows)
 VALUES = {"resolution": "64", "mixed_precision": "bf16", "report_to": "all", "lr_scheduler": "cosine",
@@ -97,11 +96,13 @@ def test_local_rank_minus_one_and_below(capsys):
 
 
 REFUSED = {
-    "wandb not installed": (["--report_to=wandb"], "wandb is not installed"),
-    "comet_ml not installed": (["--report_to", "comet_ml"], "comet_ml is not installed"),
+    "wandb not installed": (["--report_to=wandb"], "--report_to wandb: wandb is not installed"),
+    "comet_ml not installed": (["--report_to", "comet_ml"], "--report_to comet_ml: comet_ml is not installed"),
     "8-bit Adam without bitsandbytes": (["--use_8bit_adam"], "needs bitsandbytes"),
-    "push offline": (["--push_to_hub", "--hub_model_id", "me/model"], "offline"),
-    "token with wandb": (["--push_to_hub", "--hub_token", "hf_x", "--report_to", "wandb"], "--hub_token"),
+    "push offline": (["--push_to_hub", "--hub_model_id", "me/model"], "--push_to_hub: the hub is unreachable in "
+                                                                      "offline mode"),
+    "token with wandb": (["--push_to_hub", "--hub_token", "hf_x", "--report_to", "wandb"],
+                         "--hub_token with --report_to wandb"),
 }
 
 
