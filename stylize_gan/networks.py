@@ -128,10 +128,9 @@ class UNetGenerator(nn.Module):
         h, w = x.shape[-2:]
         # pad to a multiple of 2**depth, and to at least 2 pixels at the lowest level (reflect padding needs it);
         # replicate (not reflect) here: reflect needs pad < size, which fails for tiny inputs such as 1x1
-        # sym_max and an unconditional pad keep this symbolic in an ONNX export (export_onnx.py: any H, W)
-        pad_h = torch.sym_max(-h % self.multiple, 2 * self.multiple - h)
-        pad_w = torch.sym_max(-w % self.multiple, 2 * self.multiple - w)
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        pad_h = max(-h % self.multiple, 2 * self.multiple - h)
+        pad_w = max(-w % self.multiple, 2 * self.multiple - w)
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
         skips = [self.stem(x)]  # (B, chans[0], H, W), then (B, chans[i], H/2**i, W/2**i)
         for block in self.down:
             skips.append(block(skips[-1]))
