@@ -19,6 +19,12 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # Decompression-bomb guard: larger images are refused, big-but-sane ones are tiled or capped by callers.
 MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Stylizing at full size holds the picture several times as float planes (input, blended output, weights, the
+# 8-bit copies) plus one tile's activations: 90-106 bytes a pixel measured with the default 1024 px tiles
+# (tests/test_bounded_memory.py checks BYTES_PER_PIXEL holds). Larger results are refused before decoding
+# rather than left to the out-of-memory killer.
+BYTES_PER_PIXEL = 128
+PROCESS_MAX_PIXELS = 40_000_000  # ~5 GB at BYTES_PER_PIXEL
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -64,15 +70,17 @@ def _open_checked(path: Path) -> None:
         raise UserInputError(f"{path}: empty file")
 
 
-def _read(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def _read(path: Path, max_side: int | None, max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(upright RGB image, its full upright size); shrunk to fit `max_side` when given. JPEGs are decoded
-    directly at a reduced scale (libjpeg DCT scaling), so a huge photo never needs its full-size buffer."""
+    directly at a reduced scale (libjpeg DCT scaling), so a huge photo never needs its full-size buffer.
+    A result above `max_pixels` is refused before decoding."""
     _open_checked(path)
     try:
         with Image.open(path) as img:
             full = img.size
             if img.width < 1 or img.height < 1:
                 raise UserInputError(f"{path}: image has no pixels")
+            _check_pixels(path, capped_size(full, max_side) if max_side else full, max_pixels)
             if max_side and max(full) > max_side and img.format == "JPEG":
                 img.draft("RGB", (max(1, full[0] * max_side // max(full)), max(1, full[1] * max_side // max(full))))
             img.load()
@@ -93,6 +101,13 @@ def _read(path: Path, max_side: int | None) -> tuple[Image.Image, tuple[int, int
     return rgb, full
 
 
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    if max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise UserInputError(f"{path}: {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} MP is above the "
+                             f"{max_pixels / 1e6:.0f} MP processed at full size (about {BYTES_PER_PIXEL} bytes of "
+                             "memory a pixel); shrink it with --max-side, e.g. --max-side 8192")
+
+
 def capped_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     """(w, h) scaled so the long side is at most `max_side`, aspect kept, each side at least 1."""
     scale = min(1.0, max_side / max(size))
@@ -104,12 +119,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return _read(Path(path), None)[0]
 
 
-def load_image_capped(path: str | os.PathLike, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def load_image_capped(path: str | os.PathLike, max_side: int | None,
+                      max_pixels: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """Like `load_image`, but shrunk so the long side is at most `max_side` (None: no cap); also returns
-    the image's full upright (width, height) so callers can print a notice when it was capped."""
+    the image's full upright (width, height) so callers can print a notice when it was capped. A result
+    above `max_pixels` (e.g. PROCESS_MAX_PIXELS) is refused before decoding, naming the limit."""
     if max_side is not None and max_side < 1:
         raise UserInputError(f"max side must be positive, got {max_side}")
-    return _read(Path(path), max_side)
+    return _read(Path(path), max_side, max_pixels)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

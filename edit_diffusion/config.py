@@ -49,8 +49,9 @@ class EditTrainConfig:
     vae_kl_weight: float = option(1e-6, "KL weight of the VAE pre-training (small: latents near N(0, 1) without "
                                         "blurring)", ge=0)
     # convolutional: small crops teach it as well, several times faster
-    vae_pretrain_crop: int = option(64, "random crop size of the VAE pre-training", ge=1)
-    lora_rank: int | None = option(None, "train LoRA adapters (peft) of this rank instead of the full UNet", ge=1)
+    vae_pretrain_crop: int = option(64, "random crop size of the VAE pre-training", ge=1, le=4096)
+    lora_rank: int | None = option(None, "train LoRA adapters (peft) of this rank instead of the full UNet", ge=1,
+                                   le=4096)
     enable_xformers_memory_efficient_attention: bool = option(False, "use xformers attention (CUDA)")
     # --- data ---------------------------------------------------------------------------------------
     dataset_name: str | None = option(None, "datasets hub name or save_to_disk folder")
@@ -59,14 +60,15 @@ class EditTrainConfig:
     edit_prompt_column: str = option("edit_prompt", "dataset column of the instructions")
     edited_image_column: str = option("edited_image", "dataset column of the edited images")
     max_train_samples: int | None = option(None, "use only the first N training examples", ge=1)
-    resolution: int = option(256, "training resolution (a multiple of 8)", ge=1)
+    resolution: int = option(256, "training resolution (a multiple of 8; memory grows with its square)", ge=1,
+                             le=4096)
     center_crop: bool = option(False, "center crop (default: random crop, the same window for both images)")
     random_flip: bool = option(False, "random horizontal flip (the same for both images)")
     cache_images: str = option("auto", "decode once and keep in memory: auto (small data) / always / never",
                                choices=CACHE_MODES)
-    dataloader_num_workers: int = option(0, "DataLoader worker processes", ge=0)
+    dataloader_num_workers: int = option(0, "DataLoader worker processes", ge=0, le=64)
     # --- optimisation -------------------------------------------------------------------------------
-    train_batch_size: int = option(4, "images per step and process", ge=1)
+    train_batch_size: int = option(4, "images per step and process (memory grows with it)", ge=1, le=1024)
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", ge=1)
     gradient_checkpointing: bool = option(False, "trade compute for memory in the UNet")
     num_train_epochs: int = option(100, "epochs (--max_train_steps overrides)", ge=1)
@@ -100,7 +102,7 @@ class EditTrainConfig:
                                                 "path or URL", aliases=("--val_image_url",))
     validation_prompt: str | None = option(None, "instruction of the validation edits (with --validation_image)")
     validation_steps: int = option(100, "run validation edits every N optimisation steps", ge=1)
-    num_validation_images: int = option(1, "edits per validation", ge=1)
+    num_validation_images: int = option(1, "edits per validation", ge=1, le=64)
     validation_inference_steps: int | None = option(None, "denoising steps of validation edits (default: "
                                                           "--default_steps)", ge=1)
     push_to_hub: bool = option(False, "upload the final pipeline to the hub")

@@ -18,8 +18,9 @@ class StylizeConfig:
     output: str = option(help="image, folder or video (same kind as the input)")
     overwrite: bool = option(False, "replace existing output files (never the input)")
     device: str = device_option()
-    tile: int = option(1024, "images larger than this are processed in overlapping tiles", ge=16)
-    overlap: int = option(64, "pixels shared by neighbouring tiles", ge=0)
+    tile: int = option(1024, "images larger than this are processed in overlapping tiles (memory grows with its "
+                                   "square)", ge=16, le=2048)
+    overlap: int = option(64, "pixels shared by neighbouring tiles", ge=0, le=4096)
 
     def __post_init__(self) -> None:
         check_fields(self)

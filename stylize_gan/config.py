@@ -43,14 +43,16 @@ class GanTrainConfig:
                                        "(e.g. Hayao)")
     paired_a: str | None = option(None, "paired: folder of source images (e.g. sketches)")
     paired_b: str | None = option(None, "paired: folder of target images with the same file names as --paired-a")
-    image_size: int = option(256, "training crop size (pixels, square)", ge=16)
-    workers: int = option(0, "DataLoader workers (0: data cached in memory, decoded once)", ge=0)
+    image_size: int = option(256, "training crop size (pixels, square; memory grows with its square)", ge=16,
+                             le=4096)
+    workers: int = option(0, "DataLoader workers (0: data cached in memory, decoded once)", ge=0, le=64)
 
     # --- networks
     generator: str = option("unet", "generator architecture", choices=tuple(sorted(GENERATORS)))
-    gen_width: int = option(32, "channels of the first generator level (doubles per level, capped x8)", ge=1)
+    gen_width: int = option(32, "channels of the first generator level (doubles per level, capped x8)", ge=1,
+                            le=1024)
     gen_depth: int = option(3, "stride-2 generator levels; inputs are padded to 2**depth", ge=1, le=6)
-    gen_res_blocks: int = option(4, "residual blocks at the lowest resolution", ge=0)
+    gen_res_blocks: int = option(4, "residual blocks at the lowest resolution", ge=0, le=64)
     gen_residual: bool = option(False, "predict a change of the input photo (identity at start; good for small data)")
     gen_ink: bool = option(False, "learned ink layer: outlines drawn where the photo is darker than its surroundings")
     norm: str | None = option(None, "unet normalization (default layer, as AnimeGANv2; animegan_v2 has its own)",
@@ -60,8 +62,8 @@ class GanTrainConfig:
     init_generator: str | None = option(None, "fine-tune: start G from this file, ours (.safetensors) or a published "
                                               "AnimeGAN .pt / .pth of the same architecture")
     discriminator: str = option("patch", "discriminator architecture", choices=tuple(sorted(DISCRIMINATORS)))
-    disc_width: int = option(64, "channels of the first discriminator conv", ge=1)
-    disc_layers: int = option(3, "stride-2 convs of the PatchGAN (receptive field 70 px at 3)", ge=1)
+    disc_width: int = option(64, "channels of the first discriminator conv", ge=1, le=1024)
+    disc_layers: int = option(3, "stride-2 convs of the PatchGAN (receptive field 70 px at 3)", ge=1, le=8)
     luma_discriminator: bool = option(False, "unpaired: D judges luminance less its mean, so colours and exposure "
                                              "follow the photo")
     use_spectral_norm: bool = option(True, "spectral norm on every D conv (`--use_spectral_norm False` turns it off)",
@@ -75,7 +77,7 @@ class GanTrainConfig:
     epochs: int = option(100, "total epochs, the initial (content-only) epochs included", ge=1)
     initial_epochs: int | None = option(None, "content-only generator epochs first (default: 10 unpaired, 0 paired)",
                                         ge=0)
-    batch_size: int = option(8, "images per step", ge=1)
+    batch_size: int = option(8, "images per step (memory grows with it)", ge=1, le=1024)
     initial_lr: float = option(2e-4, "generator LR in the init phase (AnimeGANv2)", gt=0)
     lr_generator: float = option(2e-5, "generator LR (AnimeGANv2 g_lr)", gt=0)
     lr_discriminator: float = option(4e-5, "discriminator LR (AnimeGANv2 d_lr)", gt=0)

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from common.checkpoints import atomic_write
 from common.errors import UserInputError
-from common.images import (IMAGE_EXTS, VIDEO_EXTS, check_output_path, folder_targets, load_image, pil_to_tensor,
-                           save_image, tensor_to_pil)
+from common.images import (IMAGE_EXTS, PROCESS_MAX_PIXELS, VIDEO_EXTS, check_output_path, folder_targets,
+                           load_image_capped, pil_to_tensor, save_image, tensor_to_pil)
 
 from .networks import set_norm_mode
 
@@ -116,7 +116,8 @@ def stylize_pil(generator: nn.Module, img: Image.Image, tile: int = 1024, overla
 
 
 def _stylize_file(generator: nn.Module, src: Path, dst: Path, tile: int, overlap: int) -> None:
-    save_image(stylize_pil(generator, load_image(src), tile, overlap), dst)
+    image = load_image_capped(src, None, PROCESS_MAX_PIXELS)[0]  # refused before decoding when too large
+    save_image(stylize_pil(generator, image, tile, overlap), dst)
 
 
 def _stylize_folder(generator: nn.Module, src: Path, dst: Path, overwrite: bool, tile: int, overlap: int) -> list[Path]:
