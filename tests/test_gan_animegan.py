@@ -99,6 +99,7 @@ def test_forward_matches_the_reference_at_odd_sizes_and_both_corner_modes():
     net.align_corners = False  # animegan2-pytorch's test script: x2 upsampling (sizes a multiple of 4)
     x = x[..., :36, :52]
     torch.testing.assert_close(net(x), reference_forward(state, x, align_corners=False), atol=1e-5, rtol=0)
+    assert net(x[..., :5, :3]).shape == (1, 3, 5, 3)  # below the reference's 8 px minimum: padded, cropped back
 
 
 @torch.no_grad()
@@ -124,6 +125,7 @@ def test_published_files_load_through_the_generator_loader(tmp_path):
     v1.load_state_dict(state)
     torch.save({"model_state_dict": state}, tmp_path / "generator_hayao.pth")
     torch.testing.assert_close(load_generator(tmp_path / "generator_hayao.pth")(x), v1(x))
+    assert v1(x[..., :31, :7]).shape == (1, 3, 31, 7)  # the reference needs sides that are multiples of 4
 
 
 def run_stylize_cli(argv, capsys) -> str:
