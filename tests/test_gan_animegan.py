@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.errors import UserInputError
 from stylize_gan.animegan import AnimeGANv1Generator, AnimeGANv2Generator
 from stylize_gan.checkpoint import load_generator
 from stylize_gan.foreign import OnnxGenerator, pytorch_animegan_v2_name
