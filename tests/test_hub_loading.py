@@ -96,12 +96,18 @@ def test_infer_and_web_app_take_the_editor_hub_id(hub_cache, tmp_path, real_phot
     assert len(edited) == 1 and edited[0].size == (32, 32) and steps == 2
 
 
-def test_original_format_single_file_with_its_yaml(hub_cache, tmp_path):
+def test_original_format_single_file_with_its_yaml(hub_cache, tmp_path, monkeypatch):
     """The release's single file (LDM keys) + its configs/generate.yaml: UNet and VAE from the yaml, the text
     encoder's config and tokenizer from openai/clip-vit-large-patch14 in the cache; weights equal the
     diffusers-format repo's."""
     checkpoint = hf_hub_download(hub.IP2P, hub.IP2P_SINGLE_FILE)
     reference = load_pipeline(hub.IP2P)
+    # the yaml route only: diffusers' config-repo route would find timbrooks/instruct-pix2pix in this cache too
+    from edit_diffusion import loading
+
+    def no_config_repo(*args, **kwargs):
+        raise AssertionError("the yaml was not used")
+    monkeypatch.setattr(loading.StableDiffusionInstructPix2PixPipeline, "from_single_file", no_config_repo)
     explicit = load_pipeline(checkpoint, original_config_file=str(hub_cache["ldm_yaml"]))
     beside = tmp_path / "ip2p.safetensors"  # <checkpoint>.yaml next to the file is found without the flag
     shutil.copy(checkpoint, beside)
