@@ -126,10 +126,12 @@ class OnnxGenerator(nn.Module):
         if len(inputs) != 1 or not outputs:
             refuse(f"{len(inputs)} inputs, {len(outputs)} outputs; expected one image in, one out")
         shape, out_shape = inputs[0].shape, outputs[0].shape
-        if len(shape) != 4 or len(out_shape) != 4 or inputs[0].type != "tensor(float)":
+        # an output without shape information (rank 0 here) is checked when it runs
+        if len(shape) != 4 or len(out_shape) not in (0, 4) or inputs[0].type != "tensor(float)":
             refuse(f"input {inputs[0].type} {shape}, output {out_shape}; expected float 4-D images")
         nchw = layout == "NCHW" or (layout is None and shape[1] == 3 and shape[3] != 3)
-        channels = (shape[1], out_shape[1]) if nchw else (shape[3], out_shape[3])
+        out_channels = (out_shape[1] if nchw else out_shape[3]) if out_shape else None
+        channels = (shape[1] if nchw else shape[3], out_channels)
         if any(isinstance(c, int) and c != 3 for c in channels) or not any(c == 3 for c in channels):
             refuse(f"input {shape}, output {out_shape}; expected RGB in and out")
         return nchw, inputs[0].name
@@ -143,8 +145,15 @@ class OnnxGenerator(nn.Module):
         size = (self._fit(h), self._fit(w))
         y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True) if size != (h, w) else x
         feed = y.float().cpu().numpy() if self.nchw else y.permute(0, 2, 3, 1).float().cpu().numpy()
-        out = torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])
-        out = out if self.nchw else out.permute(0, 3, 1, 2)
+        try:
+            out = torch.from_numpy(self.session.run(None, {self.input_name: feed})[0])
+        except Exception as err:  # onnxruntime's own types (InvalidArgument, Fail, ...): a model it cannot run here
+            raise UserInputError(f"{self.path}: onnxruntime cannot run it on a {size[1]}x{size[0]} image "
+                                 f"({' '.join(str(err).split())[:200]})") from None
+        if out.dim() == 4 and not self.nchw:
+            out = out.permute(0, 3, 1, 2)
+        if out.dim() != 4 or out.shape[:2] != (x.shape[0], 3):
+            raise UserInputError(f"{self.path}: not an image-to-image generator (returned {tuple(out.shape)})")
         if out.shape[-2:] != (h, w):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         return out.to(x.device)

@@ -147,9 +147,15 @@ def test_wrong_files_get_one_line_errors(tmp_path, capsys):
                                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
     onnx.save(helper.make_model(vector), tmp_path / "mlp.onnx")
+    # image in, but a number out, declared without a shape: found out when it runs
+    mean = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0)], "mean",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "H", "W", 3])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(mean, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "mean.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     for name, expected in (("classifier.pt", "not a generator"), ("mlp.onnx", "not an image-to-image generator"),
-                           ("junk.onnx", "not a readable ONNX model"), ("missing.pth", "not found")):
+                           ("junk.onnx", "not a readable ONNX model"), ("missing.pth", "not found"),
+                           ("mean.onnx", "not an image-to-image generator (returned ()")):
         err = run_stylize_cli(["--checkpoint", str(tmp_path / name), "--input", str(photo),
                                "--output", str(tmp_path / "out.png")], capsys)
         assert expected in err and name in err
