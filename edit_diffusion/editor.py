@@ -151,7 +151,7 @@ class Editor:
 
     def pipeline(self, scheduler_name: str | None = None) -> StableDiffusionInstructPix2PixPipeline:
         """The stock pipeline over the same modules (for saving, LoRA loading, comparisons)."""
-        scheduler = self.new_scheduler(scheduler_name) if scheduler_name else self.scheduler
+        scheduler = self.scheduler
         pipe = StableDiffusionInstructPix2PixPipeline(
             vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
             scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -225,6 +225,7 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
     if cpu_offload:
         raise UserInputError("--cpu-offload applies to the SDXL-IP2P, Kontext and Qwen editors; an SD 1.5 "
                              "InstructPix2Pix editor fits on the device as it is (use --dtype fp16 to halve it)")
+    defaults = read_edit_defaults(model if Path(model).is_dir() else None)  # a bad file: refused before loading
     pipe = load_pipeline(model, original_config, resolve_dtype(dtype, device))
     if lora is not None:
         load_lora(pipe, lora)
@@ -238,7 +239,7 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
         pipe.unet.to(memory_format=torch.channels_last)
     if compile_unet:
         pipe.unet.compile()  # in place: same module, same state-dict keys, so saving is unchanged
-    return Editor.from_pipeline(pipe, read_edit_defaults(model if Path(model).is_dir() else None))
+    return Editor.from_pipeline(pipe, defaults)
 
 
 def resolve_settings(editor, settings: EditSettings) -> EditSettings:

@@ -95,9 +95,34 @@ def _gan_checkpoint(folder: Path) -> None:
     build_tiny_generator(folder / "generator.safetensors")
 
 
+def _issue17(ws: Path) -> None:
+    """Same-stem folders, an editor whose edit_defaults.json holds NaN, damaged training checkpoints."""
+    import json
+    import shutil
+    for name, files in (("same_stem", ("a.jpg", "a.png")), ("same_stem_clash", ("a.jpg", "a.png", "a.jpg.png"))):
+        (ws / "images" / name).mkdir()
+        for i, file in enumerate(files):
+            real_photo(PHOTO).rotate(90 * i).save(ws / "images" / name / file)
+    shutil.copytree(ws / "models" / "editor", ws / "models" / "editor_nan")
+    (ws / "models" / "editor_nan" / "edit_defaults.json").write_text('{"steps": 2, "cfg_image": NaN}\n')
+    # stage 2, checkpoint-1 of run edit_bad: optimizer.bin differs from the save's manifest
+    bad = ws / "runs" / "edit_bad" / "checkpoint-1"
+    bad.mkdir(parents=True)
+    (bad / "optimizer.bin").write_bytes(os.urandom(256))
+    manifest = {"optimizer.bin": {"bytes": 256, "sha256": "0" * 64}}
+    (bad / "trainer_state.json").write_text(json.dumps({"global_step": 1, "files": manifest}))
+    # stage 2, a save without manifest whose random state is a malicious pickle (once silently skipped)
+    evil = ws / "runs" / "edit_evil" / "checkpoint-1"
+    evil.mkdir(parents=True)
+    torch.save({"state": {}, "param_groups": []}, evil / "optimizer.bin")
+    torch.save({"torch_manual_seed": Evil(ws / "PWNED")}, evil / "random_states_0.pkl")
+    (evil / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+
+
 def build_workspace(ws: Path) -> Path:
     _images(ws / "images")
     _models(ws / "models")
+    _issue17(ws)
     _gan_checkpoint(ws / "gan_ckpt")
     make_animegan_dataset(ws / "gan_data", n=4, with_smooth=True)
     bad = ws / "gan_bad_data"
