@@ -151,7 +151,7 @@ class Editor:
 
     def pipeline(self, scheduler_name: str | None = None) -> StableDiffusionInstructPix2PixPipeline:
         """The stock pipeline over the same modules (for saving, LoRA loading, comparisons)."""
-        scheduler = self.scheduler
+        scheduler = self.new_scheduler(scheduler_name) if scheduler_name else self.scheduler
         pipe = StableDiffusionInstructPix2PixPipeline(
             vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
             scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
