@@ -26,10 +26,14 @@ def parse_args(argv: list[str] | None = None) -> EditTrainConfig:
 
 def main(config: EditTrainConfig) -> dict:
     """Train and write the final StableDiffusionInstructPix2PixPipeline folder to config.output_dir."""
+    from edit_diffusion.family_training import family_to_train, train_family
     from edit_diffusion.recipe import preflight
     from edit_diffusion.trainer import train  # heavy imports after argument checks
     preflight(config)  # trackers, bitsandbytes, --push_to_hub offline: one line before any work
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    family = family_to_train(config)  # SDXL-IP2P / Kontext / Qwen-Image-Edit bases: their own loop
+    if family is not None:
+        return train_family(config, family)
     return train(config)
 
 

@@ -1,0 +1,104 @@
+"""train_edit.py on the modern editors (tiny offline repos of tests/hub_cache_modern.py): two LoRA steps per family,
+saved with the pipeline's LoRA saver, loaded back by the stock pipeline's `load_lora_weights` and by
+`--editor ... --lora`, and changing the edit; full SDXL-IP2P fine-tuning; flags the loop does not use refused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+import hub_cache_modern as modern
+import infer
+import train_edit
+from edit_diffusion.editor import EditSettings, load_editor
+from test_modern_editors import WORK, one_thread_with_timeout, photo, small_qwen_condition  # noqa: F401 - fixtures
+
+TRAINED = (modern.SDXL_IP2P, modern.KONTEXT, modern.QWEN_EDIT, modern.QWEN_EDIT_PLUS)
+
+
+@pytest.fixture(scope="module")
+def triplets(tmp_path_factory):
+    """A metadata.jsonl folder of two (photo, inverted photo, "invert the colors") triplets."""
+    folder = tmp_path_factory.mktemp("triplets")
+    rows = []
+    for i in range(2):
+        picture = photo(40 + 8 * i, 40)
+        picture.save(folder / f"in{i}.png")
+        ImageOps.invert(picture).save(folder / f"out{i}.png")
+        rows.append({"input_image": f"in{i}.png", "edit_prompt": "invert the colors", "edited_image": f"out{i}.png"})
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return folder
+
+
+def train(repo: str, data, out, *extra: str) -> dict:
+    return train_edit.main(train_edit.parse_args([
+        "--pretrained_model_name_or_path", repo, "--train_data_dir", str(data), "--resolution", "32",
+        "--train_batch_size", "2", "--max_train_steps", "2", "--learning_rate", "1e-2", "--seed", "0",
+        "--output_dir", str(out), *extra]))
+
+
+def edit(editor) -> np.ndarray:
+    outputs, _ = editor.edit(photo(), "invert the colors", EditSettings(seed=0, steps=2, resolution=WORK))
+    return np.asarray(outputs[0], dtype=np.float32)
+
+
+@pytest.mark.parametrize("repo", TRAINED)
+def test_two_lora_steps_save_reload_and_change_the_edit(repo, modern_hub_cache, triplets, small_qwen_condition,
+                                                       tmp_path):
+    result = train(repo, triplets, tmp_path / "lora", "--lora_rank", "4")
+    assert result["step"] == 2 and np.isfinite(result["losses"]["loss"])
+    lora_file = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    assert result["files"] == {"lora": str(lora_file)}
+    keys = list(load_file(str(lora_file)))
+    prefix = "unet." if repo == modern.SDXL_IP2P else "transformer."
+    assert keys and all(k.startswith(prefix) and ".lora" in k for k in keys)
+    # the stock pipeline reads it with its own loader and then runs with the adapter
+    stock = type(modern_hub_cache["pipes"][repo]).from_pretrained(str(modern_hub_cache[repo]), local_files_only=True)
+    stock.load_lora_weights(str(tmp_path / "lora"))
+    denoiser = stock.unet if repo == modern.SDXL_IP2P else stock.transformer
+    assert denoiser.peft_config  # the adapter is attached
+    # --editor plus --lora: the trained adapter changes the edit (B of the LoRA starts at zero)
+    base = edit(load_editor(repo, "cpu", "fp32"))
+    tuned = edit(load_editor(repo, "cpu", "fp32", lora=str(lora_file)))
+    assert np.abs(base - tuned).mean() > 0.1  # of 255 (identical without the adapter; tiny Qwen moves least)
+
+
+def test_infer_takes_lora_flag(modern_hub_cache, triplets, tmp_path):
+    train(modern.SDXL_IP2P, triplets, tmp_path / "lora", "--lora_rank", "4")
+    source = tmp_path / "in.png"
+    photo().save(source)
+    args = ["--input", str(source), "--skip-stylize", "--editor", modern.SDXL_IP2P, "--edit", "invert the colors",
+            "--steps", "2", "--resolution", str(WORK), "--seed", "0", "--device", "cpu", "--dtype", "fp32"]
+    plain = infer.main(infer.parse_args(args + ["--output", str(tmp_path / "plain.png")]))[0]
+    tuned = infer.main(infer.parse_args(args + ["--output", str(tmp_path / "tuned.png"), "--lora",
+                                                str(tmp_path / "lora")]))[0]
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(tuned)))
+
+
+def test_full_sdxl_fine_tuning_writes_a_pipeline_folder(modern_hub_cache, triplets, tmp_path):
+    result = train(modern.SDXL_IP2P, triplets, tmp_path / "full")
+    assert result["files"] == {"pipeline": str(tmp_path / "full")}
+    index = json.loads((tmp_path / "full" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLInstructPix2PixPipeline"
+    tuned = load_editor(str(tmp_path / "full"), "cpu", "fp32")
+    before = modern_hub_cache["pipes"][modern.SDXL_IP2P].unet.state_dict()
+    changed = [k for k, v in tuned.pipe.unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) > 10  # every UNet weight trains, not an adapter
+    assert np.abs(edit(tuned) - edit(load_editor(modern.SDXL_IP2P, "cpu", "fp32"))).mean() > 0.5
+
+
+@pytest.mark.parametrize("extra, message", [
+    ((), "FLUX.1 Kontext is fine-tuned as a LoRA only; give --lora_rank"),
+    (("--lora_rank", "4", "--gradient_checkpointing"), "--gradient_checkpointing is not used when fine-tuning FLUX.1 Kontext"),
+])
+def test_unused_flags_are_refused_in_one_line(modern_hub_cache, triplets, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_edit.cli(["--pretrained_model_name_or_path", modern.KONTEXT, "--train_data_dir", str(triplets),
+                        "--output_dir", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()
