@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None = None) -> GanTrainConfig:
 
 
 def main(config: GanTrainConfig) -> dict:
-    """Train; returns {"step", "epoch", "losses", "generator", "discriminator", "training_state", "config"}."""
+    """Train; returns {"step", "epoch", "losses", "output_dir", "files"} (common.training.RESULT_KEYS)."""
     from stylize_gan.trainer import train  # heavy imports only once the flags are valid
     return train(config)
 

@@ -15,6 +15,8 @@ import torch
 from common.checkpoints import load_json, load_tensors, read_metadata, save_json, save_tensors
 from common.errors import UserInputError, one_line
 
+from .sharding import copy_full_into, full_tensors
+
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -68,11 +70,12 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
         shutil.rmtree(tmp)  # left by a run killed while saving
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    shadow = full_tensors(ema.shadow_params) if ema is not None else None  # every rank: gathers FSDP shards
     if accelerator.is_main_process:
         for name in _frozen_to_save(config):
             getattr(parts, name).save_pretrained(str(tmp / name), safe_serialization=True)
         if ema is not None:
-            tensors = {f"shadow.{i:05d}": p for i, p in enumerate(ema.shadow_params)}
+            tensors = {f"shadow.{i:05d}": p for i, p in enumerate(shadow)}
             save_tensors(tensors, tmp / "ema.safetensors",
                          metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
     accelerator.wait_for_everyone()  # every rank's files are in tmp
@@ -131,6 +134,8 @@ def verify_resume_folder(path: Path, process_index: int) -> None:
     if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= optimizer.keys():
         raise UserInputError(f"{path / 'optimizer.bin'}: not an optimizer state")
     rng_file = path / f"random_states_{process_index}.pkl"
+    if not rng_file.is_file():  # accelerate would go on with fresh random streams without a word
+        raise UserInputError(f"{rng_file}: missing (saved by fewer processes?); the run could not continue exactly")
     rng = _read_pickled(rng_file)
     if not isinstance(rng, dict) or not torch.is_tensor(rng.get("torch_manual_seed")) or \
             not {"random_state", "numpy_random_seed"} <= rng.keys():
@@ -229,7 +234,7 @@ def load_trainer_state(path: Path, ema) -> int:
         if [t.shape for t in shadow] != [p.shape for p in ema.shadow_params]:
             raise UserInputError(f"{ema_file}: EMA weights of another model (shapes differ)")
         for live, saved in zip(ema.shadow_params, shadow):
-            live.data.copy_(saved.to(live.device, live.dtype))
+            copy_full_into(live, saved)  # re-sharded under FSDP
         ema.optimization_step = int(read_metadata(ema_file)["optimization_step"])
     return int(state["global_step"])
 

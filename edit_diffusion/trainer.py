@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 from diffusers import StableDiffusionInstructPix2PixPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from common.checkpoints import save_json
 from common.distributed import cpu_multiprocess
-from common.seeding import without_global_rng_draws
-from common.errors import TrainingStopped, UserInputError
+from common.errors import UserInputError
 from common.images import load_image, pil_to_tensor
-from common.interrupt import GracefulStop, all_ranks_true
+from common.interrupt import GracefulStop
+from common.seeding import without_global_rng_draws
 from common.tensorboard import image_grid, log_grid, log_scalars
+from common.training import NonFiniteGuard, open_writer, seed_rank, train_result
 
 from . import checkpointing as ckpt
 from .components import build_components, edit_scheduler_name, enable_attention_backend
@@ -36,6 +37,7 @@ from .scratch import pretrain_vae
 from .step import edit_loss
 
 logger = logging.getLogger(__name__)
+RESUME_HINT = "--resume_from_checkpoint latest"  # how a stopped run continues
 
 
 def make_pipeline(parts, unet, scheduler_name: str) -> StableDiffusionInstructPix2PixPipeline:
@@ -74,8 +76,50 @@ def validate(config, parts, unet, image, writer, step: int, scheduler_name: str,
     log_grid(writer, "images/validation", image_grid(columns), step, save_dir=out_dir / "validation")
 
 
+@dataclass
+class EditRun:
+    """Everything the stage-2 loop reads and updates (built by `build`, advanced by `fit`, closed by `finish`)."""
+    config: EditTrainConfig
+    accelerator: Accelerator
+    out_dir: Path
+    parts: object                        # components.Components: vae, text_encoder, tokenizer, unet, scheduler
+    noise_scheduler: object
+    scheduler_name: str                  # editing scheduler of validation edits and the saved pipeline
+    validation_image: object             # PIL image or None
+    writer: object                       # SummaryWriter on the main process, else None
+    dataset: EditDataset
+    loader: torch.utils.data.DataLoader
+    null_ids: torch.Tensor               # token ids of "" (text conditioning dropout)
+    unet: torch.nn.Module = None
+    text_encoder: torch.nn.Module = None
+    optimizer: torch.optim.Optimizer = None
+    lr_scheduler: object = None
+    trainable: list = field(default_factory=list)
+    ema: EMAModel | None = None
+    weight_dtype: torch.dtype = torch.float32
+    max_steps: int = 0
+    guard: NonFiniteGuard | None = None
+    global_step: int = 0
+    epoch: int = 0
+    first_epoch: int = 0
+    skip_batches: int = 0                # batches of first_epoch already done (mid-epoch resume)
+    loss_value: float = float("nan")
+    stop: GracefulStop | None = None
+    stopping: bool = False
+
+
 def train(config: EditTrainConfig) -> dict:
-    """Run training; returns {"global_step", "output_dir", "final_loss", "checkpoints"}."""
+    """Run training; returns common.training.train_result (RESULT_KEYS) and writes the pipeline folder."""
+    run, resume_dir = build(config)
+    prepare(run, resume_dir)
+    with GracefulStop() as stop:
+        run.stop = stop
+        fit(run)
+    return finish(run)
+
+
+def build(config: EditTrainConfig) -> tuple[EditRun, Path | None]:
+    """Check every input, build the components and the data; returns the run and the folder to resume from."""
     # --- Setup ---------------------------------------------------------------------------------------
     out_dir = Path(config.output_dir)
     accelerator = Accelerator(
@@ -83,12 +127,15 @@ def train(config: EditTrainConfig) -> dict:
         gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision,
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / config.logging_dir)),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
-    if config.seed is not None:
-        set_seed(config.seed)
+    # the same seed on every rank while building: from-scratch modules that DDP does not broadcast (frozen VAE /
+    # text encoder, the VAE phase) must come out identical; `prepare` then seeds each rank its own stream
+    seed_rank(config.seed, 0)
     # every input is checked before anything is written: a bad flag or file leaves the output folder untouched
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"--output_dir {out_dir}: exists and is not a folder")
     resume_dir = ckpt.find_resume_dir(out_dir, config.resume_from_checkpoint)
+    if resume_dir is not None:
+        ckpt.verify_resume_folder(resume_dir, accelerator.process_index)  # every file, before anything is written
     validation_image = load_image(config.validation_image) if config.validation_image else None
     columns = Columns(config.original_image_column, config.edit_prompt_column, config.edited_image_column)
     triplets = read_triplets(config.dataset_name, config.train_data_dir, columns)
@@ -97,26 +144,12 @@ def train(config: EditTrainConfig) -> dict:
 
     # --- Create model ----------------------------------------------------------------------------------
     parts, noise_scheduler = build_components(config)
-    writer = None
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_json(config.to_dict(), out_dir / "train_config.json")
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out_dir / config.logging_dir))
-    prediction_type = noise_scheduler.config.prediction_type
-    scheduler_name = edit_scheduler_name(config, prediction_type)
+    scheduler_name = edit_scheduler_name(config, noise_scheduler.config.prediction_type)
     logger.info("editing scheduler for validation and the saved pipeline: %s", scheduler_name)
-    unet, vae, text_encoder = parts.unet, parts.vae, parts.text_encoder
-    vae.requires_grad_(False)
-    text_encoder.requires_grad_(config.train_text_encoder)
-    enable_attention_backend(unet, config.enable_xformers_memory_efficient_attention)
-    if config.lora_rank is not None:
-        unet.requires_grad_(False)
-        add_unet_lora(unet, config.lora_rank)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if config.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+    _set_trainable(config, parts)
 
     # --- Data -------------------------------------------------------------------------------------------
     if config.max_train_samples is not None:
@@ -130,160 +163,194 @@ def train(config: EditTrainConfig) -> dict:
                                          generator=torch.Generator().manual_seed(dataset.seed))
     null_ids = parts.tokenizer([""], padding="max_length", max_length=parts.tokenizer.model_max_length,
                                return_tensors="pt").input_ids[0]
+    writer = open_writer(accelerator, out_dir / config.logging_dir)
+    run = EditRun(config, accelerator, out_dir, parts, noise_scheduler, scheduler_name, validation_image, writer,
+                  dataset, loader, null_ids, unet=parts.unet, text_encoder=parts.text_encoder)
+    return run, resume_dir
 
-    # --- Resume: checkpoint components not held by the accelerator state --------------------------------------
+
+def _set_trainable(config: EditTrainConfig, parts) -> None:
+    """Frozen VAE; text encoder trained only when asked; LoRA adapters or the full UNet; memory options."""
+    unet, text_encoder = parts.unet, parts.text_encoder
+    parts.vae.requires_grad_(False)
+    text_encoder.requires_grad_(config.train_text_encoder)
+    enable_attention_backend(unet, config.enable_xformers_memory_efficient_attention)
+    if config.lora_rank is not None:
+        unet.requires_grad_(False)
+        add_unet_lora(unet, config.lora_rank)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if config.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+
+
+def prepare(run: EditRun, resume_dir: Path | None) -> None:
+    """VAE phase or resumed components, optimizer, LR schedule, accelerate, EMA and the resumed step."""
+    config, accelerator, parts = run.config, run.accelerator, run.parts
     if resume_dir is not None:
-        ckpt.verify_resume_folder(resume_dir, accelerator.process_index)  # every file, before any is loaded
         ckpt.restore_frozen_components(resume_dir, parts)
     elif config.vae_pretrain_steps:
         # --- VAE phase (LDM: autoencoder first, diffusion on its frozen latents) ------------------------
-        vae.to(accelerator.device)
+        parts.vae.to(accelerator.device)
         gen = torch.Generator().manual_seed(config.seed if config.seed is not None else 0)
-        pretrain_vae(vae, image_batches(dataset, config.train_batch_size, gen, config.vae_pretrain_crop),
-                     config.vae_pretrain_steps,
-                     config.vae_learning_rate, config.vae_kl_weight,
-                     log=lambda s, logs: log_scalars(writer, logs, s) if s % 10 == 0 else None,
+        pretrain_vae(parts.vae, image_batches(run.dataset, config.train_batch_size, gen, config.vae_pretrain_crop),
+                     config.vae_pretrain_steps, config.vae_learning_rate, config.vae_kl_weight,
+                     log=lambda s, logs: log_scalars(run.writer, logs, s) if s % 10 == 0 else None,
                      progress=accelerator.is_local_main_process)
-        logger.info("VAE pre-trained; latent scaling_factor %.4f", vae.config.scaling_factor)
+        logger.info("VAE pre-trained; latent scaling_factor %.4f", parts.vae.config.scaling_factor)
 
     # --- Optimizer, lr schedule, EMA ------------------------------------------------------------------------------
-    trainable = [p for p in unet.parameters() if p.requires_grad]
+    run.trainable = [p for p in run.unet.parameters() if p.requires_grad]
     if config.train_text_encoder:
-        trainable += list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+        run.trainable += list(run.text_encoder.parameters())
+    run.optimizer = torch.optim.AdamW(run.trainable, lr=config.learning_rate, weight_decay=config.adam_weight_decay,
+                                      betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
     # each process gets 1/N of the batches once the loader is prepared (accelerate shards it, rounding up)
-    updates_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes)
+    updates_per_epoch = math.ceil(math.ceil(len(run.loader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
-    max_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=max_steps * accelerator.num_processes)
-    if config.train_text_encoder:
-        unet, text_encoder, optimizer, loader, lr_scheduler = accelerator.prepare(
-            unet, text_encoder, optimizer, loader, lr_scheduler)
-    else:
-        unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    # frozen modules run in the mixed-precision dtype (diffusers recipe); no cast when it is float32
-    cast = {} if weight_dtype == torch.float32 else {"dtype": weight_dtype}
-    vae.to(accelerator.device, **cast)
-    if not config.train_text_encoder:
-        text_encoder.to(accelerator.device, **cast)
-    parts.text_encoder = accelerator.unwrap_model(text_encoder)  # the pipeline needs the bare module
-    ema = EMAModel(accelerator.unwrap_model(unet).parameters(), decay=config.ema_decay, use_ema_warmup=True) \
-        if config.use_ema else None
-
-    global_step = 0
+    run.max_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
+    run.lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=run.optimizer,
+                                     num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                     num_training_steps=run.max_steps * accelerator.num_processes)
+    _prepare_modules(run)
+    seed_rank(config.seed, accelerator.process_index)  # noise / timesteps / dropout: seed + rank
+    run.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps, run.out_dir, RESUME_HINT)
     if resume_dir is not None:
-        ckpt.load_accelerator_state(accelerator, resume_dir, lr_scheduler)
-        global_step = ckpt.load_trainer_state(resume_dir, ema)
-        accelerator.print(f"resumed from {resume_dir.name} at step {global_step}")
-    updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)  # the prepared, per-rank loader
-    first_epoch = global_step // updates_per_epoch
-    skip_batches = (global_step % updates_per_epoch) * config.gradient_accumulation_steps
+        ckpt.load_accelerator_state(accelerator, resume_dir, run.lr_scheduler)
+        run.global_step = ckpt.load_trainer_state(resume_dir, run.ema)
+        accelerator.print(f"resumed from {resume_dir.name} at step {run.global_step}")
+    updates_per_epoch = math.ceil(len(run.loader) / config.gradient_accumulation_steps)  # the prepared, per-rank loader
+    run.first_epoch = run.global_step // updates_per_epoch
+    run.skip_batches = (run.global_step % updates_per_epoch) * config.gradient_accumulation_steps
 
-    # --- Train ---------------------------------------------------------------------------------------------------
-    unet.train()
-    text_encoder.train(config.train_text_encoder)
-    bar = tqdm(total=max_steps, initial=global_step, desc="train", disable=not accelerator.is_local_main_process)
-    loss_value, window_start, window_samples, nonfinite = float("nan"), time.perf_counter(), 0, 0
-    stopping = False
-    with GracefulStop() as stop:
-        # epochs until max_steps optimisation steps are done (batches skipped for a non-finite loss do not count)
-        for epoch in itertools.count(first_epoch):
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            dataset.set_epoch(epoch)  # accelerate skips the dataset's set_epoch when its sampler has one
-            epoch_loader = loader
-            if epoch == first_epoch and skip_batches:
-                epoch_loader = accelerator.skip_first_batches(loader, skip_batches)
-            for batch in without_global_rng_draws(epoch_loader):
-                models = (unet, text_encoder) if config.train_text_encoder else (unet,)
-                with accelerator.accumulate(*models):
-                    batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                    batch["input_pixels"] = batch["input_pixels"].to(weight_dtype)
-                    batch["edited_pixels"] = batch["edited_pixels"].to(weight_dtype)
-                    loss, _ = edit_loss(unet, vae, text_encoder, noise_scheduler, batch, null_ids.to(accelerator.device),
-                                        config.conditioning_dropout_prob)
-                    finite = all_ranks_true(bool(torch.isfinite(loss)), accelerator)
-                    if finite:
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and config.max_grad_norm:
-                            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                        optimizer.step()
-                        lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                if not finite:
-                    nonfinite += 1
-                    print(f"warning: non-finite loss at step {global_step + 1}; batch skipped ({nonfinite} in a row)",
-                          file=sys.stderr)
-                    if nonfinite >= config.max_nonfinite_steps:
-                        raise TrainingStopped(f"training stopped: {nonfinite} non-finite losses in a row at step "
-                                              f"{global_step + 1}; the last checkpoint in {out_dir} is kept (try a "
-                                              "lower --learning_rate or --mixed_precision no, then resume)")
-                    continue
-                nonfinite = 0
-                window_samples += batch["input_pixels"].shape[0] * accelerator.num_processes
-                loss_value = float(accelerator.gather(loss.detach()[None]).mean())
-                if not accelerator.sync_gradients:
-                    continue
-                # one optimisation step done
-                if ema is not None:
-                    ema.step(accelerator.unwrap_model(unet).parameters())
-                global_step += 1
+
+def _prepare_modules(run: EditRun) -> None:
+    """accelerate.prepare the trained modules; frozen ones move to the device in the mixed-precision dtype."""
+    config, accelerator = run.config, run.accelerator
+    if config.train_text_encoder:
+        run.unet, run.text_encoder, run.optimizer, run.loader, run.lr_scheduler = accelerator.prepare(
+            run.unet, run.text_encoder, run.optimizer, run.loader, run.lr_scheduler)
+    else:
+        run.unet, run.optimizer, run.loader, run.lr_scheduler = accelerator.prepare(
+            run.unet, run.optimizer, run.loader, run.lr_scheduler)
+    run.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
+                                                                            torch.float32)
+    # frozen modules run in the mixed-precision dtype (diffusers recipe); no cast when it is float32
+    cast = {} if run.weight_dtype == torch.float32 else {"dtype": run.weight_dtype}
+    run.parts.vae.to(accelerator.device, **cast)
+    if not config.train_text_encoder:
+        run.text_encoder.to(accelerator.device, **cast)
+    run.parts.text_encoder = accelerator.unwrap_model(run.text_encoder)  # the pipeline needs the bare module
+    if config.use_ema:
+        run.ema = EMAModel(accelerator.unwrap_model(run.unet).parameters(), decay=config.ema_decay,
+                           use_ema_warmup=True)
+
+
+def fit(run: EditRun) -> None:
+    """Epochs until max_steps optimisation steps are done (steps skipped as non-finite do not count)."""
+    run.unet.train()
+    run.text_encoder.train(run.config.train_text_encoder)
+    bar = tqdm(total=run.max_steps, initial=run.global_step, desc="train",
+               disable=not run.accelerator.is_local_main_process)
+    for epoch in itertools.count(run.first_epoch):
+        run.epoch = epoch
+        if hasattr(run.loader, "set_epoch"):
+            run.loader.set_epoch(epoch)
+        run.dataset.set_epoch(epoch)  # accelerate skips the dataset's set_epoch when its sampler has one
+        epoch_loader = run.loader
+        if epoch == run.first_epoch and run.skip_batches:
+            epoch_loader = run.accelerator.skip_first_batches(run.loader, run.skip_batches)
+        window = (time.perf_counter(), 0)  # (start, samples) of the samples/sec scalar
+        for batch in without_global_rng_draws(epoch_loader):
+            window = _micro_step(run, batch, window)
+            if window is None:  # an optimisation step happened
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                stopping = stop.agreed(accelerator)
-                if accelerator.is_main_process:
-                    elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    log_scalars(writer, {"loss/train": loss_value, "lr/unet": lr_scheduler.get_last_lr()[0],
-                                         "perf/samples_per_sec": window_samples / elapsed}, global_step)
-                    window_start, window_samples = time.perf_counter(), 0
-                if global_step % config.checkpointing_steps == 0 or stopping:
-                    # every rank: accelerate saves each rank's RNG state (and FSDP / DeepSpeed shards)
-                    ckpt.save_checkpoint(accelerator, out_dir, global_step, config, parts, ema)
-                if accelerator.is_main_process:
-                    if validation_image is not None and global_step % config.validation_steps == 0 and not stopping:
-                        with ckpt.ema_weights(ema, accelerator.unwrap_model(unet)):
-                            validate(config, parts, accelerator.unwrap_model(unet), validation_image, writer,
-                                     global_step, scheduler_name, out_dir)
-                if global_step >= max_steps or stopping:
-                    break
-            if global_step >= max_steps or stopping:
+                bar.set_postfix(loss=f"{run.loss_value:.4f}")
+                window = (time.perf_counter(), 0)
+            if run.global_step >= run.max_steps or run.stopping:
                 break
+        if run.global_step >= run.max_steps or run.stopping:
+            break
     bar.close()
 
-    # --- Save the final pipeline ---------------------------------------------------------------------------------------
+
+def _micro_step(run: EditRun, batch: dict, window: tuple[float, int]) -> tuple[float, int] | None:
+    """One micro-batch: loss, backward, and at accumulation boundaries the guarded optimizer step with its
+    logging, checkpoint and validation. Returns the updated samples/sec window, or None after a step."""
+    config, accelerator = run.config, run.accelerator
+    models = (run.unet, run.text_encoder) if config.train_text_encoder else (run.unet,)
+    run.guard.start_step()
+    with accelerator.accumulate(*models):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        batch["input_pixels"] = batch["input_pixels"].to(run.weight_dtype)
+        batch["edited_pixels"] = batch["edited_pixels"].to(run.weight_dtype)
+        loss, _ = edit_loss(run.unet, run.parts.vae, run.text_encoder, run.noise_scheduler, batch,
+                            run.null_ids.to(accelerator.device), config.conditioning_dropout_prob)
+        if run.guard(loss):  # finite loss on every rank; then finite gradients before the step
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and run.guard(loss, run.trainable):
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(run.trainable, config.max_grad_norm)
+                run.optimizer.step()
+                run.lr_scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    if run.guard.end_step(run.global_step + 1, {"loss": float(loss.detach())}):
+        return window
+    start, samples = window
+    samples += batch["input_pixels"].shape[0] * accelerator.num_processes
+    run.loss_value = float(accelerator.gather(loss.detach()[None]).mean())
+    if not accelerator.sync_gradients:
+        return start, samples
+    _after_step(run, samples / max(time.perf_counter() - start, 1e-9))
+    return None
+
+
+def _after_step(run: EditRun, samples_per_sec: float) -> None:
+    """Bookkeeping of one optimisation step: EMA, scalars, stop agreement, checkpoint, validation."""
+    config, accelerator = run.config, run.accelerator
+    if run.ema is not None:
+        run.ema.step(accelerator.unwrap_model(run.unet).parameters())
+    run.global_step += 1
+    run.stopping = run.stop.agreed(accelerator)
+    log_scalars(run.writer, {"loss/train": run.loss_value, "lr/unet": run.lr_scheduler.get_last_lr()[0],
+                             "perf/samples_per_sec": samples_per_sec}, run.global_step)
+    if run.global_step % config.checkpointing_steps == 0 or run.stopping:
+        # every rank: accelerate saves each rank's RNG state (and FSDP / DeepSpeed shards)
+        ckpt.save_checkpoint(accelerator, run.out_dir, run.global_step, config, run.parts, run.ema)
+    if accelerator.is_main_process and run.validation_image is not None and not run.stopping \
+            and run.global_step % config.validation_steps == 0:
+        with ckpt.ema_weights(run.ema, accelerator.unwrap_model(run.unet)):
+            validate(config, run.parts, accelerator.unwrap_model(run.unet), run.validation_image, run.writer,
+                     run.global_step, run.scheduler_name, run.out_dir)
+
+
+def finish(run: EditRun) -> dict:
+    """Write the final pipeline folder (unless stopped by a signal); the result in the shared schema."""
+    config, accelerator, out_dir = run.config, run.accelerator, run.out_dir
     accelerator.wait_for_everyone()
-    result = {"global_step": global_step, "output_dir": str(out_dir), "final_loss": loss_value}
-    if stopping:  # SIGINT / SIGTERM: checkpoint written above; resume with --resume_from_checkpoint latest
-        print(f"stopped by {stop.signal_name} at step {global_step}; resume with --resume_from_checkpoint latest",
-              file=sys.stderr)
-        if writer is not None:
-            writer.close()
-        accelerator.end_training()
-        return {**result, "stopped_by": stop.signal_name, "exit_code": stop.exit_code}
-    if accelerator.is_main_process:
-        final_unet = accelerator.unwrap_model(unet)
-        if ema is not None:
-            ema.copy_to(final_unet.parameters())
+    files = {"pipeline": str(out_dir), "edit_defaults": str(out_dir / "edit_defaults.json")}
+    if not run.stopping and accelerator.is_main_process:
+        final_unet = accelerator.unwrap_model(run.unet)
+        if run.ema is not None:
+            run.ema.copy_to(final_unet.parameters())
         if config.lora_rank is not None:
             save_unet_lora(final_unet, out_dir)
             fuse_unet_lora(final_unet)
-        parts.text_encoder = accelerator.unwrap_model(text_encoder)
-        pipe = make_pipeline(parts, final_unet, scheduler_name)
-        if weight_dtype != torch.float32:
+        run.parts.text_encoder = accelerator.unwrap_model(run.text_encoder)
+        pipe = make_pipeline(run.parts, final_unet, run.scheduler_name)
+        if run.weight_dtype != torch.float32:
             pipe.to(torch.float32)  # the saved folder holds full-precision weights
-        if validation_image is not None:
-            validate(config, parts, final_unet, validation_image, writer, global_step, scheduler_name, out_dir)
+        if run.validation_image is not None:
+            validate(config, run.parts, final_unet, run.validation_image, run.writer, run.global_step,
+                     run.scheduler_name, out_dir)
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
-        save_json(ckpt.edit_defaults(config, scheduler_name), out_dir / "edit_defaults.json")
-        if writer is not None:
-            writer.close()
+        save_json(ckpt.edit_defaults(config, run.scheduler_name), out_dir / "edit_defaults.json")
         if config.push_to_hub:
             ckpt.push_folder(out_dir, config.hub_model_id or out_dir.name)
-        result["checkpoints"] = [p.name for p in ckpt.list_checkpoints(out_dir)]
+        files.update({p.name: str(p) for p in ckpt.list_checkpoints(out_dir)})
+    if run.writer is not None:
+        run.writer.close()
     accelerator.end_training()
-    return result
-
+    # SIGINT / SIGTERM: the checkpoint was written by _after_step; the report says how to resume
+    return train_result(run.global_step, run.epoch, {"train": run.loss_value}, out_dir, files,
+                        run.stop if run.stopping else None, resume=RESUME_HINT)

@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from common.training import all_finite
+
 from . import losses as L
 from .networks import requires_grad
 
@@ -57,14 +59,6 @@ class LossWeights:
 
 def _backward(loss: torch.Tensor) -> None:
     loss.backward()
-
-
-def all_finite(loss: torch.Tensor, params) -> bool:
-    """True when the loss and the gradients of `params` are finite: a NaN / inf step must not reach the weights."""
-    if not bool(torch.isfinite(loss.detach()).all()):
-        return False
-    grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
 # check(loss, params) -> bool: whether to apply this optimizer step (the trainer makes it agree across ranks)

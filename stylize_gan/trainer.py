@@ -13,12 +13,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from common.checkpoints import save_json
-from common.errors import TrainingStopped, UserInputError
 from common.distributed import cpu_multiprocess
+from common.errors import UserInputError
 from common.images import load_image, pil_to_tensor
-from common.interrupt import GracefulStop, all_ranks_true
-from common.seeding import restore_rng_state, rng_state_tensors, seed_everything
+from common.interrupt import GracefulStop
+from common.seeding import restore_rng_state, rng_state_tensors
 from common.tensorboard import image_grid, log_grid, log_scalars
+from common.training import NonFiniteGuard, open_writer, seed_rank, train_result
 
 from . import checkpoint as ckpt
 from .backbones import build_backbone
@@ -27,13 +28,14 @@ from .data import (EpochSampler, PairedDataset, UnpairedDataset, find_paired, fi
                    make_augment, to_float)
 from .losses import ADVERSARIAL_LOSSES
 from .networks import build_discriminator, build_generator
-from .step import Batch, LossWeights, Nets, all_finite, gan_step, init_step
+from .step import Batch, LossWeights, Nets, gan_step, init_step
 
 ADAM_BETAS = (0.5, 0.999)  # AnimeGAN / pix2pix
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 STATE_FILE = "training_state.safetensors"
 CONFIG_FILE = "config.json"
+RESUME_HINT = "--resume_cond gen_dis"  # how a stopped run continues
 
 
 @dataclass
@@ -181,8 +183,44 @@ def save_checkpoint(ckpt_dir: Path, config: GanTrainConfig, gen, disc, opt_g, op
     return {k: str(v) for k, v in paths.items()}
 
 
+@dataclass
+class Run:
+    """Everything the stage-1 loop reads and updates: one object instead of 19 positional arguments."""
+    config: GanTrainConfig
+    accelerator: Accelerator
+    ckpt_dir: Path
+    nets: Nets
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    loader: DataLoader
+    sampler: EpochSampler
+    samples: torch.Tensor                # fixed sources of the images/samples grid
+    weights: LossWeights
+    adv: object                          # ADVERSARIAL_LOSSES entry
+    augment: object                      # make_augment(...) callable
+    steps_per_epoch: int
+    last_step: int
+    progress: Progress
+    guard: NonFiniteGuard
+    writer: object = None                # SummaryWriter on the main process
+    bar: object = None                   # tqdm
+    stop: GracefulStop | None = None
+    batch: Batch | None = None           # the last batch (for the images/train grid)
+
+
 def train(config: GanTrainConfig) -> dict:
-    """Run training as configured; returns the final step and the checkpoint paths."""
+    """Run training as configured; returns common.training.train_result (RESULT_KEYS)."""
+    run, rng = build(config)
+    with GracefulStop() as stop:
+        run.stop = stop
+        if rng is not None:
+            restore_rank_rng(rng, run.accelerator)  # after all model construction: continue the saved streams
+        fit(run)
+    return finish(run)
+
+
+def build(config: GanTrainConfig) -> tuple[Run, dict | None]:
+    """Setup, data, networks, optimizers and (if asked) the resumed state; returns the run and saved RNG states."""
     # --- Setup
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -190,7 +228,7 @@ def train(config: GanTrainConfig) -> dict:
     # gradient in that backward; DDP must be told to expect that (ignored on a single process)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_multiprocess(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    seed_everything(config.seed + accelerator.process_index)
+    seed_rank(config.seed, accelerator.process_index)
     ckpt_dir = Path(config.checkpoint_dir)
     _check_checkpoint_dir(config, ckpt_dir)
     dataset, samples = build_data(config)
@@ -209,155 +247,140 @@ def train(config: GanTrainConfig) -> dict:
     backbone = build_backbone(config.content_backbone, config.vgg_weights) if config.needs_backbone else None
     opt_g = torch.optim.Adam(generator_param_groups(gen, config.ink_lr_scale), lr=config.initial_lr, betas=ADAM_BETAS)
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_discriminator, betas=ADAM_BETAS)
-
-    # --- Resume
-    progress, rng = Progress(), None
-    if config.resume_cond in ("gen", "gen_dis"):
-        extra = _load_matching(ckpt_dir / GENERATOR_FILE, ckpt.GENERATOR_FORMAT, config.generator,
-                               config.generator_kwargs(), gen)
-    if config.resume_cond == "gen_dis":
-        _load_matching(ckpt_dir / DISCRIMINATOR_FILE, ckpt.DISCRIMINATOR_FORMAT, config.discriminator,
-                       config.discriminator_kwargs(), disc)
-        opt_states, rng, info = ckpt.load_training_state(ckpt_dir / STATE_FILE)
-        ckpt.check_rng_states(rng, ckpt_dir / STATE_FILE)  # a damaged stream: one line now, not a traceback later
-        saved = ckpt.load_model_states(ckpt_dir / STATE_FILE)
-        if saved:  # the weights of the same save as the optimizer state (the G / D files may be one save newer)
-            ckpt.load_state_strict(gen, saved["generator"], ckpt_dir / STATE_FILE)
-            ckpt.load_state_strict(disc, saved["discriminator"], ckpt_dir / STATE_FILE)
-        elif info["step"] != extra.get("step"):
-            raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
-                                 f"(step {info['step']}) come from different saves")
-        ckpt.load_optimizer_strict(opt_g, opt_states["generator"], ckpt_dir / STATE_FILE)
-        for group in opt_g.param_groups:  # the saved groups carry the old run's scale; the flag wins
-            if "lr_scale" in group:
-                group["lr_scale"] = config.ink_lr_scale
-        ckpt.load_optimizer_strict(opt_d, opt_states["discriminator"], ckpt_dir / STATE_FILE)
-        progress = Progress(info["step"], info["epoch"], info["batch_in_epoch"])
+    progress, rng = resume(config, ckpt_dir, gen, disc, opt_g, opt_d)
 
     gen, disc, opt_g, opt_d, loader = accelerator.prepare(gen, disc, opt_g, opt_d, loader)
     if backbone is not None:
         backbone.to(accelerator.device)
     nets = Nets(gen, disc, backbone, luma_discriminator=config.luma_discriminator,
                 ink=getattr(accelerator.unwrap_model(gen), "ink", None))
-    weights, adv = loss_weights(config), ADVERSARIAL_LOSSES[config.adv_loss]
-    augment = make_augment(config.image_size)
     steps_per_epoch = len(loader)
     total_steps = config.epochs * steps_per_epoch
-    last_step = min(total_steps, config.max_steps or total_steps)
-    writer = None
-    if accelerator.is_main_process:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(config.log_dir or str(ckpt_dir / "logs"))
-    if rng is not None:
-        restore_rank_rng(rng, accelerator)  # after all model construction: the loop continues the saved streams
-
-    # --- Train
-    bar = tqdm(total=last_step, initial=progress.step, desc="train", unit="step",
-               disable=not accelerator.is_local_main_process)
-    check = _FiniteCheck(accelerator)
-    gen.train(), disc.train()
-    with GracefulStop() as stop:
-        _train_loop(config, accelerator, ckpt_dir, nets, opt_g, opt_d, loader, sampler, samples, writer, bar,
-                    weights, adv, augment, steps_per_epoch, last_step, progress, check, stop)
-    bar.close()
-    if writer is not None:
-        writer.close()
-    accelerator.end_training()
-    paths = {name: str(path) for name, path in checkpoint_paths(ckpt_dir).items()}
-    result = {"step": progress.step, "epoch": progress.epoch, "losses": progress.logs, **paths}
-    if stop.requested:
-        print(f"stopped by {stop.signal_name} at step {progress.step}; checkpoint saved in {ckpt_dir} "
-              f"(continue with --resume_cond gen_dis)", file=sys.stderr)
-        result["stopped_by"] = stop.signal_name
-        result["exit_code"] = stop.exit_code
-    return result
+    guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps, ckpt_dir, RESUME_HINT)
+    run = Run(config, accelerator, ckpt_dir, nets, opt_g, opt_d, loader, sampler, samples, loss_weights(config),
+              ADVERSARIAL_LOSSES[config.adv_loss], make_augment(config.image_size), steps_per_epoch,
+              min(total_steps, config.max_steps or total_steps), progress, guard,
+              writer=open_writer(accelerator, config.log_dir or ckpt_dir / "logs"))
+    return run, rng
 
 
-class _FiniteCheck:
-    """Decides whether an optimizer step may be applied (loss and gradients finite on every rank), and
-    remembers whether any phase of the current step was skipped."""
+def resume(config: GanTrainConfig, ckpt_dir: Path, gen, disc, opt_g, opt_d) -> tuple[Progress, dict | None]:
+    """Load what --resume_cond asks for; returns the progress to continue from and the saved RNG states."""
+    if config.resume_cond == "none":
+        return Progress(), None
+    extra = _load_matching(ckpt_dir / GENERATOR_FILE, ckpt.GENERATOR_FORMAT, config.generator,
+                           config.generator_kwargs(), gen)
+    if config.resume_cond == "gen":
+        return Progress(), None
+    _load_matching(ckpt_dir / DISCRIMINATOR_FILE, ckpt.DISCRIMINATOR_FORMAT, config.discriminator,
+                   config.discriminator_kwargs(), disc)
+    opt_states, rng, info = ckpt.load_training_state(ckpt_dir / STATE_FILE)
+    ckpt.check_rng_states(rng, ckpt_dir / STATE_FILE)  # a damaged stream: one line now, not a traceback later
+    saved = ckpt.load_model_states(ckpt_dir / STATE_FILE)
+    if saved:  # the weights of the same save as the optimizer state (the G / D files may be one save newer)
+        ckpt.load_state_strict(gen, saved["generator"], ckpt_dir / STATE_FILE)
+        ckpt.load_state_strict(disc, saved["discriminator"], ckpt_dir / STATE_FILE)
+    elif info["step"] != extra.get("step"):
+        raise UserInputError(f"{ckpt_dir}: generator (step {extra.get('step')}) and training state "
+                             f"(step {info['step']}) come from different saves")
+    ckpt.load_optimizer_strict(opt_g, opt_states["generator"], ckpt_dir / STATE_FILE)
+    for group in opt_g.param_groups:  # the saved groups carry the old run's scale; the flag wins
+        if "lr_scale" in group:
+            group["lr_scale"] = config.ink_lr_scale
+    ckpt.load_optimizer_strict(opt_d, opt_states["discriminator"], ckpt_dir / STATE_FILE)
+    return Progress(info["step"], info["epoch"], info["batch_in_epoch"]), rng
 
-    def __init__(self, accelerator):
-        self.accelerator, self.skipped = accelerator, False
 
-    def __call__(self, loss: torch.Tensor, params) -> bool:
-        # With the fp16 GradScaler, overflowing gradients are expected and handled (skipped) by the scaler
-        # itself, which must also see them to lower its scale: only the loss is checked then.
-        params = params if self.accelerator.scaler is None else []
-        ok = all_ranks_true(all_finite(loss, params), self.accelerator)
-        self.skipped |= not ok
-        return ok
-
-
-def _train_loop(config: GanTrainConfig, accelerator, ckpt_dir: Path, nets: Nets, opt_g, opt_d, loader,
-                sampler: EpochSampler, samples,
-                writer, bar, weights: LossWeights, adv, augment, steps_per_epoch: int, last_step: int,
-                progress: Progress, check: _FiniteCheck, stop: GracefulStop) -> None:
-    """Epochs of steps until `last_step`, a stop signal, or too many non-finite steps in a row."""
-    gen, disc = nets.generator, nets.discriminator
-    batch, nonfinite, stopping = None, 0, False
-    while progress.step < last_step and progress.epoch < config.epochs:
+def fit(run: Run) -> None:
+    """Epochs of steps until the last step, a stop signal, or too many non-finite steps in a row."""
+    config, progress = run.config, run.progress
+    run.bar = tqdm(total=run.last_step, initial=progress.step, desc="train", unit="step",
+                   disable=not run.accelerator.is_local_main_process)
+    run.nets.generator.train(), run.nets.discriminator.train()
+    stopping = False
+    while progress.step < run.last_step and progress.epoch < config.epochs and not stopping:
         epoch = progress.epoch
-        in_init = epoch < config.initial_epochs
-        epoch_loader = accelerator.skip_first_batches(loader, progress.batch_in_epoch) \
-            if progress.batch_in_epoch else loader
-        epoch_loader.set_epoch(epoch)
-        # and directly: under several processes accelerate's skip wrapper (Skip -> Shard -> Batch -> our sampler)
-        # does not reach the sampler, and a mid-epoch resume would replay epoch 0's order
-        sampler.set_epoch(epoch)
-        for raw in epoch_loader:
-            lr_g, lr_d = learning_rates(progress.step, config, steps_per_epoch)
-            for group in opt_g.param_groups:
-                group["lr"] = lr_g * group.get("lr_scale", 1.0)
-            for group in opt_d.param_groups:
-                group["lr"] = lr_d
-            batch = make_batch(raw, augment, config.mode == "paired", need_style=not in_init)
-            check.skipped = False
-            if in_init:
-                logs = init_step(batch, nets, opt_g, weights, backward=accelerator.backward, check=check)
-            else:
-                logs = gan_step(batch, nets, opt_g, opt_d, weights, adv, backward=accelerator.backward, check=check)
-            progress.logs = logs
-            nonfinite = nonfinite + 1 if check.skipped else 0
-            if nonfinite:
-                bad = ", ".join(f"{k}={v:.3g}" for k, v in logs.items() if v != v or abs(v) == float("inf"))
-                print(f"warning: non-finite loss or gradients at step {progress.step + 1} ({bad or 'gradients'}); "
-                      f"step skipped ({nonfinite} in a row)", file=sys.stderr)
-                if nonfinite >= config.max_nonfinite_steps:
-                    raise TrainingStopped(
-                        f"training stopped: {nonfinite} non-finite steps in a row at step {progress.step + 1}; the "
-                        f"last good checkpoint in {ckpt_dir} is kept (try lower learning rates, smaller loss "
-                        f"weights or --mixed_precision no, then --resume_cond gen_dis)")
-            progress.step += 1
-            progress.batch_in_epoch += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("g_total", "d_total", "content")},
-                            refresh=False)
-            if progress.step % config.log_interval == 0 or progress.step == last_step:
-                scalars = {f"loss/{k}": v for k, v in logs.items()}
-                scalars.update({"lr/generator": lr_g, "lr/discriminator": lr_d})
-                if nets.ink is not None:  # what the ink layer has learned so far
-                    scalars.update(nets.ink.summary())
-                log_scalars(writer, scalars, progress.step)
-            stopping = stop.agreed(accelerator)
-            if progress.step >= last_step or stopping:
-                break
-        epoch_done = progress.batch_in_epoch >= steps_per_epoch
+        stopping = _run_epoch(run, epoch)
+        epoch_done = progress.batch_in_epoch >= run.steps_per_epoch
         if epoch_done:
             progress.epoch, progress.batch_in_epoch = epoch + 1, 0
-        finished = progress.step >= last_step or progress.epoch >= config.epochs
+        finished = progress.step >= run.last_step or progress.epoch >= config.epochs
         if (epoch_done and progress.epoch % config.save_interval == 0) or finished or stopping:
-            accelerator.wait_for_everyone()
-            unwrapped = accelerator.unwrap_model(gen)
-            if accelerator.is_main_process:
-                log_images(writer, unwrapped, batch, samples, progress.step, config.save_image_dir)
-            rng = gathered_rng_states(accelerator)  # a collective: every rank, outside the main-process branch
-            if accelerator.is_main_process:
-                save_checkpoint(ckpt_dir, config, unwrapped, accelerator.unwrap_model(disc),
-                                opt_g, opt_d, progress, rng)
-            accelerator.wait_for_everyone()
-        if stopping:
+            _save(run)
+    run.bar.close()
+
+
+def _run_epoch(run: Run, epoch: int) -> bool:
+    """The (rest of the) batches of `epoch`; returns True when a stop signal was agreed on."""
+    progress, loader = run.progress, run.loader
+    epoch_loader = run.accelerator.skip_first_batches(loader, progress.batch_in_epoch) \
+        if progress.batch_in_epoch else loader
+    epoch_loader.set_epoch(epoch)
+    # and directly: under several processes accelerate's skip wrapper (Skip -> Shard -> Batch -> our sampler)
+    # does not reach the sampler, and a mid-epoch resume would replay epoch 0's order
+    run.sampler.set_epoch(epoch)
+    for raw in epoch_loader:
+        _step(run, raw, in_init=epoch < run.config.initial_epochs)
+        if run.stop.agreed(run.accelerator):
+            return True
+        if progress.step >= run.last_step:
             break
+    return False
+
+
+def _step(run: Run, raw: dict, in_init: bool) -> None:
+    """One optimizer step (init or GAN), its non-finite bookkeeping and its TensorBoard scalars."""
+    config, progress, nets = run.config, run.progress, run.nets
+    lr_g, lr_d = learning_rates(progress.step, config, run.steps_per_epoch)
+    for group in run.opt_g.param_groups:
+        group["lr"] = lr_g * group.get("lr_scale", 1.0)
+    for group in run.opt_d.param_groups:
+        group["lr"] = lr_d
+    run.batch = make_batch(raw, run.augment, config.mode == "paired", need_style=not in_init)
+    run.guard.start_step()
+    backward = run.accelerator.backward
+    if in_init:
+        logs = init_step(run.batch, nets, run.opt_g, run.weights, backward=backward, check=run.guard)
+    else:
+        logs = gan_step(run.batch, nets, run.opt_g, run.opt_d, run.weights, run.adv, backward=backward,
+                        check=run.guard)
+    progress.logs = logs
+    run.guard.end_step(progress.step + 1, logs)
+    progress.step += 1
+    progress.batch_in_epoch += 1
+    run.bar.update(1)
+    run.bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("g_total", "d_total", "content")},
+                        refresh=False)
+    if progress.step % config.log_interval == 0 or progress.step == run.last_step:
+        scalars = {f"loss/{k}": v for k, v in logs.items()}
+        scalars.update({"lr/generator": lr_g, "lr/discriminator": lr_d})
+        if nets.ink is not None:  # what the ink layer has learned so far
+            scalars.update(nets.ink.summary())
+        log_scalars(run.writer, scalars, progress.step)
+
+
+def _save(run: Run) -> None:
+    """Image grids and the four checkpoint files (main process), with every rank's RNG state."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(run.nets.generator)
+    if accelerator.is_main_process:
+        log_images(run.writer, unwrapped, run.batch, run.samples, run.progress.step, run.config.save_image_dir)
+    rng = gathered_rng_states(accelerator)  # a collective: every rank, outside the main-process branch
+    if accelerator.is_main_process:
+        save_checkpoint(run.ckpt_dir, run.config, unwrapped, accelerator.unwrap_model(run.nets.discriminator),
+                        run.opt_g, run.opt_d, run.progress, rng)
+    accelerator.wait_for_everyone()
+
+
+def finish(run: Run) -> dict:
+    """Close the writer and accelerate; the result in the schema both trainers share."""
+    if run.writer is not None:
+        run.writer.close()
+    run.accelerator.end_training()
+    paths = {name: str(path) for name, path in checkpoint_paths(run.ckpt_dir).items()}
+    return train_result(run.progress.step, run.progress.epoch, run.progress.logs, run.ckpt_dir, paths, run.stop,
+                        resume=RESUME_HINT)
 
 
 @torch.no_grad()

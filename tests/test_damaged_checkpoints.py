@@ -169,3 +169,24 @@ def test_gan_resume_from_damaged_file_is_one_line(gan_run, name, kind, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and name in err[0], err
     assert not marker.exists()
+
+
+def test_edit_missing_random_state_is_named(edit_run, tmp_path):
+    """With the manifest a missing file is named; without it (e.g. resumed by more processes than saved) too."""
+    folder, _ = edit_run
+    copy = tmp_path / "ckpt"
+    shutil.copytree(folder, copy)
+    (copy / "random_states_0.pkl").unlink()
+    with pytest.raises(UserInputError, match="random_states_0.pkl: missing"):
+        ckpt.verify_resume_folder(copy, 0)
+    with pytest.raises(UserInputError, match="random_states_1.pkl: missing"):
+        _without_manifest_check(folder, tmp_path, 1)
+
+
+def _without_manifest_check(folder: Path, tmp_path: Path, rank: int) -> None:
+    copy = tmp_path / "bare"
+    shutil.copytree(folder, copy)
+    state = ckpt.load_json(copy / "trainer_state.json")
+    del state["files"]
+    ckpt.save_json(state, copy / "trainer_state.json")
+    ckpt.verify_resume_folder(copy, rank)

@@ -170,7 +170,7 @@ def test_finetune_4_channel_base_gets_surgery(models, tmp_path):
     result = train_edit.cli(["--pretrained_model_name_or_path", str(models["base"]), "--train_data_dir", str(data),
                              "--resolution", "32", "--train_batch_size", "1", "--max_train_steps", "2",
                              "--output_dir", str(tmp_path / "out"), "--seed", "0"])
-    assert result["global_step"] == 2
+    assert result["step"] == 2
     pipe = load_editor(str(tmp_path / "out"))
     assert pipe.unet.config.in_channels == 8
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"  # epsilon model default

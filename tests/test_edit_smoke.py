@@ -12,6 +12,7 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 from PIL import Image
 
 import train_edit
+from common.training import RESULT_KEYS
 from edit_diffusion.__main__ import cli as edit_cli
 from edit_diffusion.editor import EditSettings, edit_image, load_editor
 from edit_diffusion.scratch import build_unet
@@ -57,7 +58,8 @@ def trained(triplet_dir, tmp_path_factory):
 
 def test_checkpoints_pruned_to_limit(trained):
     out, first, after_first, _ = trained
-    assert first["global_step"] == 6
+    assert first["step"] == 6 and tuple(first) == RESULT_KEYS  # the schema stage 1 returns too
+    assert Path(first["files"]["pipeline"]) == out and "checkpoint-6" in first["files"]
     assert after_first == ["checkpoint-4", "checkpoint-6"]
     ckpt = out / "checkpoint-6"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "ema.safetensors").is_file()
@@ -67,7 +69,7 @@ def test_checkpoints_pruned_to_limit(trained):
 
 def test_resume_latest_continues_to_step_8(trained):
     out, _, _, second = trained
-    assert second["global_step"] == 8
+    assert second["step"] == 8
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
 
 
@@ -121,7 +123,11 @@ def test_editor_api_and_cli(trained, tmp_path, capsys):
     image.save(src)
     paths = edit_cli(["--model", str(out), "--input", str(src), "--edit", "invert the colors", "--output",
                       str(tmp_path / "out.png"), "--seed", "3", "--resolution", "32", "--scheduler", "dpmpp"])
-    assert Image.open(paths[0]).size == (60, 40)
+    # the file is the API's edit with the same settings: every flag reached EditSettings (not just any image)
+    expected, used = edit_image(pipe, Image.open(src).convert("RGB"), "invert the colors",
+                                EditSettings(seed=3, resolution=32, scheduler="dpmpp"))
+    assert used.scheduler == "dpmpp" and Image.open(paths[0]).size == (60, 40)
+    assert list(Image.open(paths[0]).convert("RGB").getdata()) == list(expected[0].getdata())
     with pytest.raises(SystemExit) as err:  # refuses to overwrite without --overwrite
         edit_cli(["--model", str(out), "--input", str(src), "--edit", "x", "--output", str(paths[0])])
     assert err.value.code == 2

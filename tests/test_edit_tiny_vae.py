@@ -99,7 +99,7 @@ def test_training_resume_and_editing_with_the_tiny_vae(inverted_pairs, tmp_path)
     pretrained_vae = AutoencoderTiny.from_pretrained(out / "vae").state_dict()
     # resume: the saved (pre-trained, frozen) VAE is restored, not re-initialized or re-trained
     result = train_edit.main(train_edit.parse_args(_args(inverted_pairs, out, 4, "--resume_from_checkpoint", "latest")))
-    assert result["global_step"] == 4
+    assert result["step"] == 4
     resumed_vae = AutoencoderTiny.from_pretrained(out / "vae").state_dict()
     for key, value in pretrained_vae.items():
         torch.testing.assert_close(resumed_vae[key], value)

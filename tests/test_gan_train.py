@@ -6,6 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from common.checkpoints import load_tensors, read_metadata
+from common.training import RESULT_KEYS
 from stylize_gan.checkpoint import load_generator, load_training_state, save_generator
 from train_gan import cli, parse_args
 
@@ -32,6 +33,7 @@ def test_unpaired_smoke_writes_checkpoints_and_tensorboard(animegan_root, tmp_pa
     result = cli(_unpaired(animegan_root, tmp_path, "--epochs", "2", "--initial-epochs", "1",
                            "--save-image-dir", str(tmp_path / "samples")))
     assert result["step"] == 8 and result["epoch"] == 2  # 8 photos / batch 2 = 4 steps per epoch
+    assert tuple(result) == RESULT_KEYS and result["files"]["generator"].endswith("generator.safetensors")
     ckpt = tmp_path / "ckpt"
     for name in ("generator.safetensors", "discriminator.safetensors", "training_state.safetensors", "config.json"):
         assert (ckpt / name).is_file()

@@ -68,7 +68,7 @@ def test_readme_command_from_sd15_with_surgery(hub_cache, tmp_path, monkeypatch)
     _, args = readme_command(README_COMMAND, hub.SD15)
     with pytest.warns(UserWarning, match="xformers"):  # not installed here: PyTorch attention, with a warning
         result = train_edit.cli(args)
-    assert result["global_step"] == 2
+    assert result["step"] == 2
     out = tmp_path / "runs" / "instruct-pix2pix-model"
     check_run(out, hub.SD15, 2)
 

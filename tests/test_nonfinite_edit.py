@@ -42,7 +42,29 @@ def test_nan_losses_are_skipped(triplets, tmp_path, monkeypatch, capsys):  # noq
     result = train_edit.main(train_edit.parse_args(_flags(triplets, tmp_path / "out", 4)))
     err = capsys.readouterr().err
     assert err.count("non-finite loss") == 2 and "(2 in a row)" in err
-    assert result["global_step"] == 4  # skipped batches are not optimisation steps
+    assert result["step"] == 4  # skipped batches are not optimisation steps
+    unet = load_tensors(next((tmp_path / "out" / "unet").glob("*.safetensors")))
+    assert all(torch.isfinite(v).all() for v in unet.values())
+
+
+def test_nan_gradients_with_a_finite_loss_are_skipped(triplets, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """The guard checks gradients too (as stage 1 does): a finite loss whose backward gives NaN gradients
+    (d sqrt(u)/du at u = 0 is inf, times du/dw = 0) must not reach the weights."""
+    import edit_diffusion.trainer as trainer
+    torch.set_num_threads(1)
+    real, calls = trainer.edit_loss, {"n": 0}
+
+    def edit_loss(unet, *args, **kwargs):
+        calls["n"] += 1
+        loss, logs = real(unet, *args, **kwargs)
+        if calls["n"] == 2:
+            weight = next(p for p in unet.parameters() if p.requires_grad)
+            loss = loss + torch.sqrt(0 * weight.sum())  # value 0, gradient NaN
+        return loss, logs
+    monkeypatch.setattr(trainer, "edit_loss", edit_loss)
+    result = train_edit.main(train_edit.parse_args(_flags(triplets, tmp_path / "out", 3)))
+    err = capsys.readouterr().err
+    assert err.count("non-finite loss or gradients at step 2 (gradients)") == 1 and result["step"] == 3
     unet = load_tensors(next((tmp_path / "out" / "unet").glob("*.safetensors")))
     assert all(torch.isfinite(v).all() for v in unet.values())
 
@@ -54,7 +76,7 @@ def test_training_stops_after_repeated_nan(triplets, tmp_path, monkeypatch, caps
         train_edit.cli(_flags(triplets, tmp_path / "out", 6, "--max_nonfinite_steps", "3"))
     assert exit_.value.code == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: training stopped: 3 non-finite losses in a row at step 3")
+    assert last.startswith("error: training stopped: 3 non-finite steps in a row at step 3")  # stage 1's words
     assert "Traceback" not in last
     ckpt = tmp_path / "out" / "checkpoint-2"  # the checkpoint before the NaNs is kept and finite
     weights = load_tensors(ckpt / "model.safetensors")

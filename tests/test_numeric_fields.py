@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import math
 import pkgutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -45,17 +46,10 @@ CONFIGS = config_classes()
 def numeric_fields() -> list[tuple[type, dataclasses.Field, type]]:
     out = []
     for cls in CONFIGS:
-        for f in dataclasses.fields(cls):
-            kind = base_type(cls.__dataclass_fields__[f.name].type if not isinstance(f.type, str)
-                             else _hint(cls, f.name))
-            if kind in (int, float) and f.init:
-                out.append((cls, f, kind))
+        hints = typing.get_type_hints(cls)
+        out += [(cls, f, base_type(hints[f.name])) for f in dataclasses.fields(cls)
+                if f.init and base_type(hints[f.name]) in (int, float)]
     return out
-
-
-def _hint(cls, name):
-    import typing
-    return typing.get_type_hints(cls)[name]
 
 
 NUMERIC = numeric_fields()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from _webapp_models import build_tiny_editor, build_tiny_generator, real_photo
 from webapp import handlers
@@ -63,7 +65,7 @@ def _concurrently(*calls):
     return results
 
 
-def test_two_tabs_editing_at_once_get_their_own_results(ctx, photo):
+def test_two_tabs_editing_at_once_get_their_own_results(ctx, photo, tmp_path):
     a = _request(ctx, photo, "make it black and white", seed=1)
     b = _request(ctx, photo, "make it sepia", seed=2, variants=3)
     alone_a, alone_b = handlers.edit(ctx, a), handlers.edit(ctx, b)
@@ -74,6 +76,16 @@ def test_two_tabs_editing_at_once_get_their_own_results(ctx, photo):
         for x, y in zip(_pixels(both), _pixels(alone)):
             assert np.array_equal(x, y)
     assert alone_a[-1] == 1 and alone_b[-1] == 2 and not np.array_equal(_pixels(alone_a)[1], _pixels(alone_b)[1])
+    # the downloads: gradio files each result under a folder named by its content hash, so the two tabs'
+    # files never replace each other and each holds its own picture
+    gallery = gr.Gallery(format="png")
+    gallery.GRADIO_CACHE = str(tmp_path)  # gradio's cache folder, here kept inside the test's own folder
+    files = [[Path(item.image.path) for item in gallery.postprocess(r[1]).root] for r in (both_a, both_b)]
+    assert not set(files[0]) & set(files[1])
+    for paths, result in zip(files, (both_a, both_b)):
+        for path, img in zip(paths, result[1]):
+            with Image.open(path) as saved:
+                assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(img))
 
 
 def test_randomized_seeds_of_concurrent_tabs_are_their_own(ctx, photo):
