@@ -105,11 +105,13 @@ def test_stylize_video(tmp_path, generator):
         stylize_path(generator, src, tmp_path / "frame.png")
 
 
-def test_cli(tmp_path, checkpoint, real_photo, capsys):
+def test_cli(tmp_path, checkpoint, generator, real_photo, capsys):
     src = tmp_path / "in.png"
     real_photo.resize((30, 22)).save(src)
     assert cli(["--checkpoint", str(checkpoint), "--input", str(src), "--output", str(tmp_path / "o.png")])
-    assert Image.open(tmp_path / "o.png").size == (30, 22)
+    # the file is the generator's own output for this photo (not just any image of the right size)
+    expected = np.asarray(stylize_pil(generator, Image.open(src).convert("RGB")))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png").convert("RGB")), expected)
     for argv, message in (
         (["--checkpoint", str(src), "--input", str(src), "--output", str(tmp_path / "p.png")], "safetensors"),
         (["--checkpoint", str(checkpoint), "--input", str(tmp_path / "none.png"), "--output", str(tmp_path / "p.png")],
