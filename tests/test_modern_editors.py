@@ -117,9 +117,14 @@ def test_family_defaults_and_refusals(modern_hub_cache, capsys):
             assert editor.resolve_settings(EditSettings(seed=0, scheduler="ddim")).scheduler == "ddim"
 
 
-def test_cli_refusal_is_one_line(modern_hub_cache, tmp_path, capsys):
+def test_cli_refusal_is_one_line_before_loading(modern_hub_cache, tmp_path, capsys, monkeypatch):
     source = tmp_path / "in.png"
     photo().save(source)
+    import edit_diffusion.editor as editor_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the editor was loaded before the flag was refused")
+    monkeypatch.setattr(editor_module, "load_family_editor", no_loading)
     with pytest.raises(SystemExit) as exit_info:
         infer.cli(["--input", str(source), "--output", str(tmp_path / "out.png"), "--skip-stylize", "--editor",
                    modern.KONTEXT, "--edit", "make it red", "--cfg-image", "1.5", "--device", "cpu"])
