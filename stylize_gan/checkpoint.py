@@ -58,11 +58,26 @@ def _build_and_load(path: Path, fmt: str, registry: dict, device: str | torch.de
     if arch not in registry:
         raise UserInputError(f"{path}: unknown architecture {arch!r} (this version knows {', '.join(sorted(registry))})")
     try:
-        net = registry[arch](**kwargs)
+        with torch.device("meta"):  # shapes only: numbers in the header cannot make us allocate a huge network
+            probe = registry[arch](**kwargs)
     except (TypeError, ValueError) as err:
         raise UserInputError(f"{path}: cannot build {arch} from its stored arguments ({err})") from None
+    _check_shapes(probe, path)
+    net = registry[arch](**kwargs)
     load_state_strict(net, load_tensors(path), path)
     return net.to(device)
+
+
+def _check_shapes(net: nn.Module, path: Path) -> None:
+    """The file's tensor shapes (read from its header) are those of `net`, else the one-line mismatch error."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as handle:
+        stored = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    wanted = {key: tuple(value.shape) for key, value in net.state_dict().items()}
+    if stored != wanted:
+        differ = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+        raise UserInputError(f"{path}: weights do not match the architecture ({len(differ)} tensor(s) differ, "
+                             f"e.g. {differ[0]}: file {stored.get(differ[0])}, built {wanted.get(differ[0])})")
 
 
 def load_state_strict(net: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:

@@ -182,3 +182,29 @@ def test_accelerate_resume_reads_every_pickle_weights_only(evil, tmp_path):
         finally:
             (folder / name).write_bytes(original)
         assert not marker.exists(), f"accelerate ran the pickle planted as {name}"
+
+
+def test_generator_header_numbers_never_allocate_before_the_shapes_match(tmp_path, monkeypatch):
+    """A generator file whose header asks for width 4000 (tens of GB) with small weights: refused from the shapes
+    in the file's header, the network only ever built on the meta device (no memory)."""
+    import json
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from stylize_gan import checkpoint as gan_ckpt
+    from stylize_gan.networks import GENERATORS
+    tiny = build_tiny_generator(tmp_path / "g.safetensors")
+    with safe_open(str(tiny), framework="pt") as handle:
+        meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    meta["kwargs"] = json.dumps({**json.loads(meta["kwargs"]), "width": 4000})
+    save_file(tensors, str(tmp_path / "huge.safetensors"), metadata=meta)
+    devices, build = [], GENERATORS["unet"]
+
+    def recording(**kwargs):
+        devices.append(torch.empty(0).device.type)
+        return build(**kwargs)
+    monkeypatch.setitem(GENERATORS, "unet", recording)
+    with pytest.raises(UserInputError, match="do not match the architecture"):
+        gan_ckpt.load_generator(tmp_path / "huge.safetensors")
+    assert devices == ["meta"]
+    gan_ckpt.load_generator(tiny)  # a sound file: shapes checked on meta, then built for real
+    assert devices == ["meta", "meta", "cpu"]
