@@ -39,7 +39,8 @@ HONOURED = {"pretrained_model_name_or_path", "dataset_name", "train_data_dir", "
 
 
 def family_to_train(config) -> str | None:
-    """The pipeline class name to fine-tune when --pretrained_model_name_or_path is a modern family, else None."""
+    """model_index.json's class name when --pretrained_model_name_or_path is a modern editor (or a base a recipe
+    starts from, TRAIN_BASES), else None (the SD 1.5 trainer)."""
     from .loading import source_kind
     model = config.pretrained_model_name_or_path
     if model is None:
@@ -50,7 +51,7 @@ def family_to_train(config) -> str | None:
         return None  # the SD trainer reports a bad path
     index = read_model_index(model, kind, config.revision, config.cache_dir)
     name = (index or {}).get("_class_name")
-    return TRAIN_BASES.get(name) or family_of(index)
+    return name if name in TRAIN_BASES else family_of(index)
 
 
 def check_flags(config, family: Family) -> None:
@@ -223,16 +224,21 @@ def save_trained(pipe, rank: int | None, out_dir: Path) -> Path:
     return out_dir / LORA_WEIGHTS
 
 
-def train_family(config, class_name: str) -> dict:
-    """Fine-tune the `class_name` pipeline at --pretrained_model_name_or_path on the triplets; returns
-    common.training.train_result with the LoRA file (or the pipeline folder) under files."""
+def train_family(config, index_class: str) -> dict:
+    """Fine-tune the model at --pretrained_model_name_or_path (model_index.json class `index_class`) on the
+    triplets; returns common.training.train_result with the LoRA file (or the pipeline folder) under files."""
     import diffusers
 
     from common.training import seed_rank
 
     # --- Setup ---------------------------------------------------------------------------------------
+    class_name = TRAIN_BASES.get(index_class, index_class)
     family = FAMILIES[class_name]
     check_flags(config, family)
+    if index_class in TRAIN_BASES and config.lora_rank is not None:
+        raise UserInputError(f"--lora_rank: {config.pretrained_model_name_or_path} is a text-to-image {index_class}; "
+                             "its conv_in is widened to 8 channels and must train with the rest (a LoRA file cannot "
+                             "hold it): leave out --lora_rank for full fine-tuning, or start from an editor")
     out_dir = Path(config.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserInputError(f"--output_dir {out_dir}: not empty (a fine-tuning run writes a fresh folder)")

@@ -102,3 +102,27 @@ def test_unused_flags_are_refused_in_one_line(modern_hub_cache, triplets, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1].startswith(f"error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+def test_sdxl_text_to_image_base_gets_an_8_channel_conv_in(modern_hub_cache, triplets, tmp_path, capsys):
+    """An SDXL text-to-image folder (4-channel UNet) trains into an SDXL InstructPix2Pix folder."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    editor = modern_hub_cache["pipes"][modern.SDXL_IP2P]
+    unet = UNet2DConditionModel.from_config({**editor.unet.config, "in_channels": 4})
+    unet.load_state_dict({k: v[:, :4] if k == "conv_in.weight" else v for k, v in editor.unet.state_dict().items()})
+    base = StableDiffusionXLPipeline(vae=editor.vae, text_encoder=editor.text_encoder,
+                                     text_encoder_2=editor.text_encoder_2, tokenizer=editor.tokenizer,
+                                     tokenizer_2=editor.tokenizer_2, unet=unet, scheduler=editor.scheduler,
+                                     add_watermarker=False)
+    base.save_pretrained(str(tmp_path / "base"))
+    with pytest.raises(SystemExit):
+        train_edit.cli(["--pretrained_model_name_or_path", str(tmp_path / "base"), "--train_data_dir", str(triplets),
+                        "--output_dir", str(tmp_path / "lora"), "--lora_rank", "4"])
+    assert "error: --lora_rank:" in capsys.readouterr().err
+    train(str(tmp_path / "base"), triplets, tmp_path / "full")
+    index = json.loads((tmp_path / "full" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLInstructPix2PixPipeline"
+    tuned = load_editor(str(tmp_path / "full"), "cpu", "fp32")
+    conv_in = tuned.pipe.unet.conv_in.weight
+    assert tuned.pipe.unet.config.in_channels == 8 and conv_in.shape[1] == 8
+    assert conv_in[:, 4:].abs().sum() > 0  # the input image's channels started at zero and trained
