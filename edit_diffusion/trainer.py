@@ -21,16 +21,17 @@ from tqdm.auto import tqdm
 from common.checkpoints import save_json
 from common.distributed import cpu_multiprocess
 from common.errors import UserInputError
-from common.images import load_image, pil_to_tensor
+from common.images import pil_to_tensor
 from common.interrupt import GracefulStop
 from common.seeding import without_global_rng_draws
 from common.tensorboard import image_grid, log_grid, log_scalars
 from common.training import NonFiniteGuard, open_writer, seed_rank, train_result
 
 from . import checkpointing as ckpt
+from . import recipe
 from .components import build_components, edit_scheduler_name, enable_attention_backend
 from .config import EditTrainConfig
-from .data import Columns, EditDataset, image_batches, read_triplets
+from .data import Columns, EditDataset, image_batches, load_validation_image, read_triplets
 from .editor import SCHEDULERS, EditSettings, edit_image
 from .lora import add_unet_lora, fuse_unet_lora, save_unet_lora
 from .scratch import pretrain_vae
@@ -134,13 +135,14 @@ def build(config: EditTrainConfig) -> tuple[EditRun, Path | None]:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"--output_dir {out_dir}: exists and is not a folder")
     resume_dir = ckpt.find_resume_dir(out_dir, config.resume_from_checkpoint)
-    if resume_dir is not None:
+    if resume_dir is not None and not ckpt.is_diffusers_run_checkpoint(resume_dir):  # those are checked as loaded
         ckpt.verify_resume_folder(resume_dir, accelerator.process_index)  # every file, before anything is written
-    validation_image = load_image(config.validation_image) if config.validation_image else None
+    validation_image = load_validation_image(config.validation_image) if config.validation_image else None
     columns = Columns(config.original_image_column, config.edit_prompt_column, config.edited_image_column)
-    triplets = read_triplets(config.dataset_name, config.train_data_dir, columns)
+    triplets = read_triplets(config.dataset_name, config.train_data_dir, columns, config.dataset_config_name,
+                             config.cache_dir)
     if config.push_to_hub:
-        ckpt.check_hub_reachable(config.hub_model_id or out_dir.name)
+        ckpt.check_hub_reachable(config.hub_model_id or out_dir.name, config.hub_token)
 
     # --- Create model ----------------------------------------------------------------------------------
     parts, noise_scheduler = build_components(config)
@@ -188,7 +190,7 @@ def prepare(run: EditRun, resume_dir: Path | None) -> None:
     """VAE phase or resumed components, optimizer, LR schedule, accelerate, EMA and the resumed step."""
     config, accelerator, parts = run.config, run.accelerator, run.parts
     if resume_dir is not None:
-        ckpt.restore_frozen_components(resume_dir, parts)
+        ckpt.restore_frozen_components(resume_dir, parts)  # (a diffusers-recipe folder has none)
     elif config.vae_pretrain_steps:
         # --- VAE phase (LDM: autoencoder first, diffusion on its frozen latents) ------------------------
         parts.vae.to(accelerator.device)
@@ -203,8 +205,10 @@ def prepare(run: EditRun, resume_dir: Path | None) -> None:
     run.trainable = [p for p in run.unet.parameters() if p.requires_grad]
     if config.train_text_encoder:
         run.trainable += list(run.text_encoder.parameters())
-    run.optimizer = torch.optim.AdamW(run.trainable, lr=config.learning_rate, weight_decay=config.adam_weight_decay,
-                                      betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+    # AdamW, or bitsandbytes' AdamW8bit (--use_8bit_adam); --scale_lr scales by accumulation x batch x processes
+    run.optimizer = recipe.optimizer_class(config)(
+        run.trainable, lr=recipe.learning_rate(config, accelerator.num_processes),
+        weight_decay=config.adam_weight_decay, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
     # each process gets 1/N of the batches once the loader is prepared (accelerate shards it, rounding up)
     updates_per_epoch = math.ceil(math.ceil(len(run.loader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
@@ -215,7 +219,11 @@ def prepare(run: EditRun, resume_dir: Path | None) -> None:
     _prepare_modules(run)
     seed_rank(config.seed, accelerator.process_index)  # noise / timesteps / dropout: seed + rank
     run.guard = NonFiniteGuard(accelerator, config.max_nonfinite_steps, run.out_dir, RESUME_HINT)
-    if resume_dir is not None:
+    if resume_dir is not None and ckpt.is_diffusers_run_checkpoint(resume_dir):
+        run.global_step = ckpt.resume_diffusers_run(accelerator, resume_dir, run.unet, run.optimizer,
+                                                    run.lr_scheduler, run.ema)
+        accelerator.print(f"resumed the diffusers-recipe run {resume_dir.name} at step {run.global_step}")
+    elif resume_dir is not None:
         ckpt.load_accelerator_state(accelerator, resume_dir, run.lr_scheduler)
         run.global_step = ckpt.load_trainer_state(resume_dir, run.ema)
         accelerator.print(f"resumed from {resume_dir.name} at step {run.global_step}")
@@ -269,6 +277,8 @@ def fit(run: EditRun) -> None:
                 window = (time.perf_counter(), 0)
             if run.global_step >= run.max_steps or run.stopping:
                 break
+        if recipe.epoch_validation_due(run.config, epoch) and not run.stopping:  # --validation_epochs
+            _validate(run)
         if run.global_step >= run.max_steps or run.stopping:
             break
     bar.close()
@@ -317,10 +327,16 @@ def _after_step(run: EditRun, samples_per_sec: float) -> None:
     if run.global_step % config.checkpointing_steps == 0 or run.stopping:
         # every rank: accelerate saves each rank's RNG state (and FSDP / DeepSpeed shards)
         ckpt.save_checkpoint(accelerator, run.out_dir, run.global_step, config, run.parts, run.ema)
-    if accelerator.is_main_process and run.validation_image is not None and not run.stopping \
-            and run.global_step % config.validation_steps == 0:
+    if not run.stopping and run.global_step % config.validation_steps == 0:
+        _validate(run)
+
+
+def _validate(run: EditRun) -> None:
+    """Validation edits with the EMA weights (main process; none without --validation_image)."""
+    accelerator = run.accelerator
+    if accelerator.is_main_process and run.validation_image is not None:
         with ckpt.ema_weights(run.ema, accelerator.unwrap_model(run.unet)):
-            validate(config, run.parts, accelerator.unwrap_model(run.unet), run.validation_image, run.writer,
+            validate(run.config, run.parts, accelerator.unwrap_model(run.unet), run.validation_image, run.writer,
                      run.global_step, run.scheduler_name, run.out_dir)
 
 
@@ -346,7 +362,7 @@ def finish(run: EditRun) -> dict:
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
         save_json(ckpt.edit_defaults(config, run.scheduler_name), out_dir / "edit_defaults.json")
         if config.push_to_hub:
-            ckpt.push_folder(out_dir, config.hub_model_id or out_dir.name)
+            ckpt.push_folder(out_dir, config.hub_model_id or out_dir.name, config.hub_token)
         files.update({p.name: str(p) for p in ckpt.list_checkpoints(out_dir)})
     if run.writer is not None:
         run.writer.close()

@@ -65,3 +65,14 @@ def modern_hub_cache():
     import hub_cache_modern as modern
 
     return _on_one_thread(modern.build_modern_cache, Path(_HF_HOME))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """A training run in this process gets the accelerate state its own flags ask for, and leaves none behind:
+    accelerate keeps one process-wide state (a CLI run is one process), so an earlier in-process run's mixed
+    precision would otherwise stick (or make `Accelerator(mixed_precision=...)` refuse)."""
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

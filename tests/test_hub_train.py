@@ -18,6 +18,8 @@ from diffusers import StableDiffusionInstructPix2PixPipeline
 import hub_cache as hub
 import train_edit
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 ROOT = Path(__file__).resolve().parent.parent
 # examples/instruct_pix2pix/README.md of diffusers, "Toy example" (with its MODEL_NAME / DATASET_ID exports)
 README_COMMAND = """accelerate launch --mixed_precision="fp16" train_instruct_pix2pix.py \\
@@ -97,10 +99,12 @@ def test_readme_validation_command(hub_cache, tmp_path, monkeypatch, capsys, rea
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and "--report_to wandb: wandb is not installed" in err
     assert not (tmp_path / "runs").exists()
-    # a local path for --val_image_url and TensorBoard: trains, validating at the end of every epoch
+    # a local path for --val_image_url and TensorBoard: trains; --validation_epochs 2 validates after epochs 0
+    # and 2 (one step each here: steps 1 and 3), the end of training at step 3 (--validation_steps 100: never)
     real_photo.resize((40, 40)).save(tmp_path / "mountain.png")
     _, args = readme_command(README_VALIDATION, hub.IP2P, **{"--val_image_url": "--val_image_url=mountain.png",
-                                                            "--report_to": "--report_to=tensorboard"})
-    train_edit.cli(args + ["--validation_inference_steps=2", "--num_train_epochs=1", "--max_train_steps=1",
-                           "--checkpointing_steps=1"])
-    assert list((tmp_path / "runs" / "instruct-pix2pix-model" / "validation").glob("*.png"))
+                                                            "--report_to": "--report_to=tensorboard",
+                                                            "--max_train_steps": "--max_train_steps=3"})
+    train_edit.cli(args + ["--validation_inference_steps=2", "--validation_epochs=2"])
+    saved = sorted(p.name for p in (tmp_path / "runs" / "instruct-pix2pix-model" / "validation").glob("*.png"))
+    assert saved == ["images_validation_0000001.png", "images_validation_0000003.png"]
