@@ -198,14 +198,6 @@ def load_training_state(path: str | os.PathLike) -> tuple[dict[str, dict], dict[
     return optimizers, rng, info
 
 
-def load_model_states(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
-    """name -> state dict of the weights stored in a training state file (empty for files without them)."""
-    states: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in load_tensors(path).items():
-        if key.startswith(MODEL_PREFIX):
-            name, sub = key[len(MODEL_PREFIX):].split(".", 1)
-            states.setdefault(name, {})[sub] = value
-    return states
 def check_rng_states(rng: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Every saved stream (the main one and each rank's) must restore: tried here, the live state put back."""
     streams = {"": {k: v for k, v in rng.items() if not k.startswith("rng.rank")}}
@@ -233,3 +225,11 @@ def load_optimizer_strict(opt: torch.optim.Optimizer, state: dict, path: str | o
         raise UserInputError(f"{path}: optimizer state does not fit this model ({one_line(err)[:200]})") from None
 
 
+def load_model_states(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
+    """name -> state dict of the weights stored in a training state file (empty for files without them)."""
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_tensors(path).items():
+        if key.startswith(MODEL_PREFIX):
+            name, sub = key[len(MODEL_PREFIX):].split(".", 1)
+            states.setdefault(name, {})[sub] = value
+    return states
