@@ -87,6 +87,8 @@ def main(config: AppConfig) -> None:
         raise UserInputError(f"the web app needs {err.name}: pip install -e '.[app]'") from None
 
     # Setup: models first (slow, and a bad path should fail before anything is served)
+    from edit_diffusion.families import check_web_app
+    check_web_app(config.editor)  # Kontext / Qwen: one line before loading
     ctx = load_context(config.editor, config.gan_checkpoint, config.device, config.upload_limits(), config.examples,
                        config.dtype, config.compile, config.channels_last,
                        config.cpu_offload, config.lora)

@@ -126,6 +126,22 @@ def preflight(model: str | None, settings) -> None:
         refuse_unused_flags(FAMILIES[name], settings)
 
 
+def check_web_app(model: str | None) -> None:
+    """The web app's controls drive InstructPix2Pix's image guidance and our schedulers: an editor with neither
+    (Kontext, Qwen) is refused in one line before loading; SDXL InstructPix2Pix runs there."""
+    from .loading import source_kind
+    if model is None:
+        return
+    try:
+        name = family_of(read_model_index(model, source_kind(model)))
+    except UserInputError:
+        return  # the loader reports a bad path in its own words
+    if name is not None and FAMILIES[name].cfg_image is None:
+        raise UserInputError(f"--editor {model}: the web app's controls (image guidance, scheduler) are "
+                             f"InstructPix2Pix's and {FAMILIES[name].label} has neither; edit with it through "
+                             "infer.py or python -m edit_diffusion")
+
+
 @contextmanager
 def _no_progress_bars():
     """Loading bars of diffusers and transformers would bury the one result line (restored afterwards)."""

@@ -159,3 +159,21 @@ def test_kontext_licence_named_once(modern_hub_cache, monkeypatch, capsys):
     assert capsys.readouterr().out.count("Non-Commercial License") == 1
     load_editor(modern.QWEN_EDIT, "cpu", "fp32")
     assert "License" not in capsys.readouterr().out
+
+
+def test_web_app_runs_sdxl_ip2p_and_refuses_editors_without_its_controls(modern_hub_cache, capsys, monkeypatch):
+    import app
+    import edit_diffusion.editor as editor_module
+    from webapp.context import load_context
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the editor was loaded before it was refused")
+    for repo in (modern.KONTEXT, modern.QWEN_EDIT):
+        with monkeypatch.context() as patch:
+            patch.setattr(editor_module, "load_family_editor", no_loading)
+            with pytest.raises(SystemExit) as exit_info:
+                app.cli(["--editor", repo, "--device", "cpu"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: --editor {repo}: the web app's controls")
+    ctx = load_context(modern.SDXL_IP2P, None, "cpu", dtype="fp32")
+    assert (ctx.defaults.steps, ctx.defaults.cfg_text, ctx.defaults.cfg_image) == (30, 3.0, 1.5)
