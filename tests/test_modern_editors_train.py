@@ -4,6 +4,7 @@ saved with the pipeline's LoRA saver, loaded back by the stock pipeline's `load_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,24 +42,36 @@ def train(repo: str, data, out, *extra: str) -> dict:
         "--output_dir", str(out), *extra]))
 
 
+@pytest.fixture(scope="module")
+def lora_runs(triplets, tmp_path_factory):
+    """repo -> train_edit.py's result of a 2-step rank-4 LoRA run, trained on first use (shared by tests)."""
+    runs = {}
+
+    def run(repo: str) -> dict:
+        if repo not in runs:
+            runs[repo] = train(repo, triplets, tmp_path_factory.mktemp("lora"), "--lora_rank", "4")
+        return runs[repo]
+    return run
+
+
 def edit(editor) -> np.ndarray:
     outputs, _ = editor.edit(photo(), "invert the colors", EditSettings(seed=0, steps=2, resolution=WORK))
     return np.asarray(outputs[0], dtype=np.float32)
 
 
 @pytest.mark.parametrize("repo", TRAINED)
-def test_two_lora_steps_save_reload_and_change_the_edit(repo, modern_hub_cache, triplets, small_qwen_condition,
-                                                       tmp_path):
-    result = train(repo, triplets, tmp_path / "lora", "--lora_rank", "4")
+def test_two_lora_steps_save_reload_and_change_the_edit(repo, modern_hub_cache, lora_runs, small_qwen_condition):
+    result = lora_runs(repo)
     assert result["step"] == 2 and np.isfinite(result["losses"]["loss"])
-    lora_file = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    folder = Path(result["output_dir"])
+    lora_file = folder / "pytorch_lora_weights.safetensors"
     assert result["files"] == {"lora": str(lora_file)}
     keys = list(load_file(str(lora_file)))
     prefix = "unet." if repo == modern.SDXL_IP2P else "transformer."
     assert keys and all(k.startswith(prefix) and ".lora" in k for k in keys)
     # the stock pipeline reads it with its own loader and then runs with the adapter
     stock = type(modern_hub_cache["pipes"][repo]).from_pretrained(str(modern_hub_cache[repo]), local_files_only=True)
-    stock.load_lora_weights(str(tmp_path / "lora"))
+    stock.load_lora_weights(str(folder))
     denoiser = stock.unet if repo == modern.SDXL_IP2P else stock.transformer
     assert denoiser.peft_config  # the adapter is attached
     # --editor plus --lora: the trained adapter changes the edit (B of the LoRA starts at zero)
@@ -67,15 +80,14 @@ def test_two_lora_steps_save_reload_and_change_the_edit(repo, modern_hub_cache, 
     assert np.abs(base - tuned).mean() > 0.1  # of 255 (identical without the adapter; tiny Qwen moves least)
 
 
-def test_infer_takes_lora_flag(modern_hub_cache, triplets, tmp_path):
-    train(modern.SDXL_IP2P, triplets, tmp_path / "lora", "--lora_rank", "4")
+def test_infer_takes_lora_flag(modern_hub_cache, lora_runs, tmp_path):
+    lora = lora_runs(modern.SDXL_IP2P)["output_dir"]
     source = tmp_path / "in.png"
     photo().save(source)
     args = ["--input", str(source), "--skip-stylize", "--editor", modern.SDXL_IP2P, "--edit", "invert the colors",
             "--steps", "2", "--resolution", str(WORK), "--seed", "0", "--device", "cpu", "--dtype", "fp32"]
     plain = infer.main(infer.parse_args(args + ["--output", str(tmp_path / "plain.png")]))[0]
-    tuned = infer.main(infer.parse_args(args + ["--output", str(tmp_path / "tuned.png"), "--lora",
-                                                str(tmp_path / "lora")]))[0]
+    tuned = infer.main(infer.parse_args(args + ["--output", str(tmp_path / "tuned.png"), "--lora", lora]))[0]
     assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(tuned)))
 
 
