@@ -218,6 +218,8 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
     text-to-image models are refused. Optionally the UNet in channels_last layout and torch.compile'd.
     SDXL-IP2P / Kontext / Qwen-Image-Edit repos (model_index.json) load as a families.FamilyEditor."""
     device = resolve_device(device)
+    if lora is not None and not Path(lora).exists():  # before any weights load
+        raise UserInputError(f"--lora {lora}: no such file or folder")
     kind = source_kind(model)
     family = family_of(read_model_index(model, kind))
     if family is not None:
