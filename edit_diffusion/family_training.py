@@ -29,7 +29,7 @@ from .lora import LORA_TARGETS, LORA_WEIGHTS
 logger = logging.getLogger(__name__)
 # Base models each recipe also starts from (text-to-image SDXL: conv_in widened to an editor's 8 channels)
 TRAIN_BASES = {"StableDiffusionXLPipeline": "StableDiffusionXLInstructPix2PixPipeline"}
-KONTEXT_TRAIN_GUIDANCE = 1.0  # the distilled-guidance input while training (diffusers' Kontext script: --guidance_scale)
+KONTEXT_TRAIN_GUIDANCE = 1.0  # distilled-guidance input while training (diffusers' Kontext LoRA example: --guidance_scale=1)
 # Flags this loop honours; any other flag set away from its default is refused (never silently ignored)
 HONOURED = {"pretrained_model_name_or_path", "dataset_name", "train_data_dir", "original_image_column",
             "edit_prompt_column", "edited_image_column", "max_train_samples", "resolution", "center_crop",
@@ -88,12 +88,13 @@ class PairData(torch.utils.data.Dataset):
 # --- per-family losses: (pipe, input pixels, edited pixels, prompts, generator) -> scalar ---------------------
 
 def _flow_noise(latents: torch.Tensor, scheduler, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rectified flow (SD3 / Flux): x_t = (1 - sigma) x_0 + sigma noise, target noise - x_0; sigma drawn uniformly
-    over the scheduler's training timesteps. Returns (noisy, timesteps in [0, 1], target)."""
+    """Rectified flow (SD3 / Flux): x_t = (1 - sigma) x_0 + sigma noise, target noise - x_0; sigma one of the
+    scheduler's training sigmas, drawn uniformly (diffusers' scripts, weighting "none"; with dynamic shifting, as
+    Kontext and Qwen, they are unshifted). Returns (noisy, sigmas = timesteps / 1000, target)."""
     b = latents.shape[0]
     u = compute_density_for_timestep_sampling("none", b, generator=generator)
     indices = (u * scheduler.config.num_train_timesteps).long()
-    sigmas = (indices.float() + 1) / scheduler.config.num_train_timesteps
+    sigmas = type(scheduler).from_config(scheduler.config).sigmas[indices]  # a fresh copy: never set_timesteps'd
     sigmas = sigmas.to(latents.device, latents.dtype).view(b, *[1] * (latents.ndim - 1))
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
     return (1 - sigmas) * latents + sigmas * noise, sigmas.flatten(), noise - latents
