@@ -15,6 +15,7 @@ import torch
 from common.checkpoints import load_json, load_tensors, read_metadata, save_json, save_tensors
 from common.errors import UserInputError, one_line
 
+from .sharding import copy_full_into, full_tensors
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -69,11 +70,12 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
         shutil.rmtree(tmp)  # left by a run killed while saving
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    shadow = full_tensors(ema.shadow_params) if ema is not None else None  # every rank: gathers FSDP shards
     if accelerator.is_main_process:
         for name in _frozen_to_save(config):
             getattr(parts, name).save_pretrained(str(tmp / name), safe_serialization=True)
         if ema is not None:
-            tensors = {f"shadow.{i:05d}": p for i, p in enumerate(ema.shadow_params)}
+            tensors = {f"shadow.{i:05d}": p for i, p in enumerate(shadow)}
             save_tensors(tensors, tmp / "ema.safetensors",
                          metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
     accelerator.wait_for_everyone()  # every rank's files are in tmp
@@ -232,7 +234,7 @@ def load_trainer_state(path: Path, ema) -> int:
         if [t.shape for t in shadow] != [p.shape for p in ema.shadow_params]:
             raise UserInputError(f"{ema_file}: EMA weights of another model (shapes differ)")
         for live, saved in zip(ema.shadow_params, shadow):
-            live.data.copy_(saved.to(live.device, live.dtype))
+            copy_full_into(live, saved)  # re-sharded under FSDP
         ema.optimization_step = int(read_metadata(ema_file)["optimization_step"])
     return int(state["global_step"])
 

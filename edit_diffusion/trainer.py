@@ -28,6 +28,7 @@ from common.tensorboard import image_grid, log_grid, log_scalars
 from common.training import NonFiniteGuard, open_writer, seed_rank, train_result
 
 from . import checkpointing as ckpt
+from . import sharding, speed
 from . import recipe
 from .components import build_components, edit_scheduler_name, enable_attention_backend
 from .config import EditTrainConfig
@@ -160,9 +161,7 @@ def build(config: EditTrainConfig) -> tuple[EditRun, Path | None]:
                           config.cache_images, seed=config.seed)
     # own generator: creating a loader iterator draws a base seed from it instead of from the global RNG, so a
     # resumed run (which creates one more iterator) keeps the noise / timestep / dropout stream of the original
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, shuffle=True,
-                                         num_workers=config.dataloader_num_workers, drop_last=False,
-                                         generator=torch.Generator().manual_seed(dataset.seed))
+    loader = speed.make_loader(config, dataset)
     null_ids = parts.tokenizer([""], padding="max_length", max_length=parts.tokenizer.model_max_length,
                                return_tensors="pt").input_ids[0]
     writer = open_writer(accelerator, out_dir / config.logging_dir)
@@ -201,14 +200,19 @@ def prepare(run: EditRun, resume_dir: Path | None) -> None:
                      progress=accelerator.is_local_main_process)
         logger.info("VAE pre-trained; latent scaling_factor %.4f", parts.vae.config.scaling_factor)
 
+    # frozen VAE (and text encoder): encode the training set once instead of every step (issue 16)
+    speed.use_latent_cache(run)
+    speed.apply_unet_options(config, run.unet)
+
     # --- Optimizer, lr schedule, EMA ------------------------------------------------------------------------------
-    run.trainable = [p for p in run.unet.parameters() if p.requires_grad]
-    if config.train_text_encoder:
-        run.trainable += list(run.text_encoder.parameters())
+    run.trainable = sharding.trainable_parameters(*((run.unet, run.text_encoder) if config.train_text_encoder
+                                                    else (run.unet,)))
     # AdamW, or bitsandbytes' AdamW8bit (--use_8bit_adam); --scale_lr scales by accumulation x batch x processes
-    run.optimizer = recipe.optimizer_class(config)(
+    optimizer_class = recipe.optimizer_class(config)
+    run.optimizer = optimizer_class(
         run.trainable, lr=recipe.learning_rate(config, accelerator.num_processes),
-        weight_decay=config.adam_weight_decay, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+        weight_decay=config.adam_weight_decay, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+        **speed.adam_kernel(config, optimizer_class))
     # each process gets 1/N of the batches once the loader is prepared (accelerate shards it, rounding up)
     updates_per_epoch = math.ceil(math.ceil(len(run.loader) / accelerator.num_processes)
                                   / config.gradient_accumulation_steps)
@@ -236,13 +240,16 @@ def _prepare_modules(run: EditRun) -> None:
     """accelerate.prepare the trained modules; frozen ones move to the device in the mixed-precision dtype."""
     config, accelerator = run.config, run.accelerator
     if config.train_text_encoder:
+        sharding.fit_wrap_classes(run.text_encoder)  # FSDP2 auto-wrap: only block names the model has
         run.unet, run.text_encoder, run.optimizer, run.loader, run.lr_scheduler = accelerator.prepare(
             run.unet, run.text_encoder, run.optimizer, run.loader, run.lr_scheduler)
     else:
         run.unet, run.optimizer, run.loader, run.lr_scheduler = accelerator.prepare(
             run.unet, run.optimizer, run.loader, run.lr_scheduler)
-    run.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision,
-                                                                            torch.float32)
+    # FSDP2 replaces parameters while preparing: clipping and EMA take them from the prepared models
+    run.trainable = sharding.trainable_parameters(*((run.unet, run.text_encoder) if config.train_text_encoder
+                                                    else (run.unet,)))
+    run.weight_dtype = speed.WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
     # frozen modules run in the mixed-precision dtype (diffusers recipe); no cast when it is float32
     cast = {} if run.weight_dtype == torch.float32 else {"dtype": run.weight_dtype}
     run.parts.vae.to(accelerator.device, **cast)
@@ -291,9 +298,7 @@ def _micro_step(run: EditRun, batch: dict, window: tuple[float, int]) -> tuple[f
     models = (run.unet, run.text_encoder) if config.train_text_encoder else (run.unet,)
     run.guard.start_step()
     with accelerator.accumulate(*models):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        batch["input_pixels"] = batch["input_pixels"].to(run.weight_dtype)
-        batch["edited_pixels"] = batch["edited_pixels"].to(run.weight_dtype)
+        batch = speed.to_device(batch, accelerator.device, run.weight_dtype)
         loss, _ = edit_loss(run.unet, run.parts.vae, run.text_encoder, run.noise_scheduler, batch,
                             run.null_ids.to(accelerator.device), config.conditioning_dropout_prob)
         if run.guard(loss):  # finite loss on every rank; then finite gradients before the step
@@ -307,7 +312,7 @@ def _micro_step(run: EditRun, batch: dict, window: tuple[float, int]) -> tuple[f
     if run.guard.end_step(run.global_step + 1, {"loss": float(loss.detach())}):
         return window
     start, samples = window
-    samples += batch["input_pixels"].shape[0] * accelerator.num_processes
+    samples += speed.batch_size_of(batch) * accelerator.num_processes
     run.loss_value = float(accelerator.gather(loss.detach()[None]).mean())
     if not accelerator.sync_gradients:
         return start, samples
@@ -345,14 +350,16 @@ def finish(run: EditRun) -> dict:
     config, accelerator, out_dir = run.config, run.accelerator, run.out_dir
     accelerator.wait_for_everyone()
     files = {"pipeline": str(out_dir), "edit_defaults": str(out_dir / "edit_defaults.json")}
-    if not run.stopping and accelerator.is_main_process:
-        final_unet = accelerator.unwrap_model(run.unet)
+    if not run.stopping:  # every rank: under FSDP the EMA holds each rank's shards and the weights are gathered
         if run.ema is not None:
-            run.ema.copy_to(final_unet.parameters())
+            run.ema.copy_to(accelerator.unwrap_model(run.unet).parameters())
+        final_unet = sharding.full_model(accelerator, run.unet)
+        final_text_encoder = sharding.full_model(accelerator, run.text_encoder)
+    if not run.stopping and accelerator.is_main_process:
         if config.lora_rank is not None:
             save_unet_lora(final_unet, out_dir)
             fuse_unet_lora(final_unet)
-        run.parts.text_encoder = accelerator.unwrap_model(run.text_encoder)
+        run.parts.text_encoder = final_text_encoder
         pipe = make_pipeline(run.parts, final_unet, run.scheduler_name)
         if run.weight_dtype != torch.float32:
             pipe.to(torch.float32)  # the saved folder holds full-precision weights

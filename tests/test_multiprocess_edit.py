@@ -23,15 +23,17 @@ PROBE = Path(__file__).resolve().parent / "_ddp_probe_edit.py"
 STEPS = 6  # 4 triplets / (2 ranks x batch 1) = 2 steps per epoch
 
 
-def torchrun(data: Path, out: Path, probe_out: Path, steps: int, *extra: str) -> None:
+def torchrun(data: Path, out: Path, probe_out: Path, steps: int, *extra: str, nproc: int = 2, batch: int = 1,
+             fixed_noise: bool = False) -> None:
     flags = edit_flags(data, out, *extra)
     flags[flags.index("--max_train_steps") + 1] = str(steps)
-    flags[flags.index("--train_batch_size") + 1] = "1"
+    flags[flags.index("--train_batch_size") + 1] = str(batch)
     flags[flags.index("--checkpointing_steps") + 1] = "3"
     env = dict(os.environ, OMP_NUM_THREADS="1", PROBE_OUT=str(probe_out), PYTHONWARNINGS="ignore",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(PROBE), *flags]
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               **({"PROBE_FIXED_NOISE": "1"} if fixed_noise else {}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(_free_port()), str(PROBE), *flags]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -81,3 +83,31 @@ def test_resumed_multiprocess_run_matches_uninterrupted(reference, triplets, tmp
     ref, new = _unet(reference / "out"), _unet(tmp_path / "out")
     differ = [k for k in ref if not torch.equal(ref[k], new[k])]
     assert not differ, f"UNet differs after a multi-process resume: {differ[:5]}"
+
+
+def test_update_equals_a_single_process_run_on_the_same_global_batch(triplets, tmp_path):  # noqa: F811
+    """2 ranks x batch 1 against 1 process x batch 2 for one epoch (conditioning dropout off, fixed noise and
+    timesteps): the same items form each global batch, and the averaged gradients give the same weights. Adam's
+    epsilon 1 makes its update linear in the gradient (lr * m / (sqrt(v) + 1) ~ lr * g for these gradients), so a
+    sum instead of a mean, or unsynchronised ranks, show; with epsilon 1e-8 Adam normalises every element and turns
+    float-order noise in near-zero gradients into full-size updates."""
+    extra = ("--conditioning_dropout_prob", "0", "--lr_warmup_steps", "0", "--adam_epsilon", "1",
+             "--learning_rate", "1", "--max_grad_norm", "1e6")  # no clipping: it would hide a gradient scale
+    torchrun(triplets, tmp_path / "ddp", tmp_path / "ddp_probe", 2, *extra, fixed_noise=True)
+    torchrun(triplets, tmp_path / "one", tmp_path / "one_probe", 2, *extra, nproc=1, batch=2, fixed_noise=True)
+    items = {name: [json.loads((tmp_path / f"{name}_probe" / f"rank{r}.json").read_text())["items"]
+                    for r in ranks] for name, ranks in (("ddp", (0, 1)), ("one", (0,)))}
+    one = items["one"][0]
+    for step in range(2):  # rank r's item of step s = item r of the single process's batch s
+        assert {tuple(items["ddp"][r][step]) for r in (0, 1)} == {tuple(x) for x in one[2 * step:2 * step + 2]}
+    before = load_tensors(tmp_path / "ddp_probe" / "rank0_unet_initial.safetensors")
+    assert all(torch.equal(before[k], v) for k, v in
+               load_tensors(tmp_path / "one_probe" / "rank0_unet_initial.safetensors").items())
+    ddp = load_tensors(tmp_path / "ddp_probe" / "rank0_unet.safetensors")
+    single = load_tensors(tmp_path / "one_probe" / "rank0_unet.safetensors")
+    update = {k: single[k] - before[k] for k in before}
+    largest = max(float(u.abs().max()) for u in update.values())
+    worst = max(float((ddp[k] - before[k] - update[k]).abs().max()) for k in before)
+    print(f"largest update {largest:.3e}, largest difference {worst:.3e}")
+    assert largest > 1e-4  # two real steps
+    assert worst < 1e-4 * largest, f"2-process update differs from the single-process one by up to {worst:.2e}"
