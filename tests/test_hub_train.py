@@ -99,12 +99,11 @@ def test_readme_validation_command(hub_cache, tmp_path, monkeypatch, capsys, rea
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and "--report_to wandb: wandb is not installed" in err
     assert not (tmp_path / "runs").exists()
-    # a local path for --val_image_url and TensorBoard: trains; --validation_epochs 2 validates after epochs 0
-    # and 2 (one step each here: steps 1 and 3), the end of training at step 3 (--validation_steps 100: never)
+    # a local path for --val_image_url and TensorBoard: trains; --validation_epochs 1 validates after epochs 0
+    # and 1 (one step each here: steps 1 and 2), then the end of training (step 2; --validation_steps 100: never)
     real_photo.resize((40, 40)).save(tmp_path / "mountain.png")
     _, args = readme_command(README_VALIDATION, hub.IP2P, **{"--val_image_url": "--val_image_url=mountain.png",
-                                                            "--report_to": "--report_to=tensorboard",
-                                                            "--max_train_steps": "--max_train_steps=3"})
-    train_edit.cli(args + ["--validation_inference_steps=2", "--validation_epochs=2"])
+                                                            "--report_to": "--report_to=tensorboard"})
+    train_edit.cli(args + ["--validation_inference_steps=1", "--validation_epochs=1"])
     saved = sorted(p.name for p in (tmp_path / "runs" / "instruct-pix2pix-model" / "validation").glob("*.png"))
-    assert saved == ["images_validation_0000001.png", "images_validation_0000003.png"]
+    assert saved == ["images_validation_0000001.png", "images_validation_0000002.png"]
