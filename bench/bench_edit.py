@@ -24,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, when run as a script
 from chain.defaults import DEFAULT_EDITOR  # noqa: E402
 from common.devices import DTYPE_CHOICES, resolve_device, resolve_dtype  # noqa: E402
-from edit_diffusion.editor import SCHEDULERS, EditSettings, Editor, load_editor  # noqa: E402
+from edit_diffusion.editor import SCHEDULERS, EditSettings, Editor, load_editor, working_size  # noqa: E402
 from edit_diffusion.scratch import (build_noise_scheduler, build_text_encoder, build_unet, build_vae,  # noqa: E402
                                     latents_of)
 from edit_diffusion.step import edit_loss  # noqa: E402
@@ -65,7 +65,9 @@ def photo(size: int) -> Image.Image:
 
 
 def stock_arrays(editor: Editor, image: Image.Image, s: EditSettings) -> np.ndarray:
-    """The stock pipeline as edit_diffusion called it before issue 14 (one generator per variant)."""
+    """The stock pipeline as edit_diffusion called it before issue 14 (one generator per variant), at the size
+    ours works at (a small image is raised to the native size)."""
+    image = image.resize(working_size(*image.size, s.resolution, editor.size_multiple, editor.native_size))
     pipe = editor.pipeline(s.scheduler)
     generators = [torch.Generator("cpu").manual_seed(s.seed + i) for i in range(s.num_variants)]
     return pipe([PROMPT] * s.num_variants, image=[image] * s.num_variants, num_inference_steps=s.steps,
@@ -89,22 +91,20 @@ def interleaved(ours, stock, repeats: int) -> tuple[float, float]:
     return min(times[ours]), min(times[stock])
 
 
-def time_rows(name: str, editor: Editor, size: int, steps: int, repeats: int) -> list[tuple]:
-    """(label, ours s/edit, stock s/edit, goal) per guidance setting, plus the (1, 1.8) vs (1, 1) check."""
-    image, rows = photo(size), []
+def time_rows(name: str, editor: Editor, size: int, steps: int, repeats: int):
+    """Yields (label, ours s/edit, stock s/edit, goal) per guidance setting, then the (1, 1.8) vs (1, 1) check."""
+    image = photo(size)
     editor.edit(image, PROMPT, settings_for(editor, size, 1, 1.0, 1.0))  # one warm-up for both (allocator, kernels)
     for (cfg_text, cfg_image), goal in GUIDANCE_GOALS.items():
         s = settings_for(editor, size, steps, cfg_text, cfg_image)
         ours, stock = interleaved(lambda: editor.edit(image, PROMPT, s), lambda: stock_arrays(editor, image, s),
                                   repeats)
-        rows.append((f"{name} {size}px {steps} steps, guidance ({cfg_text:g}, {cfg_image:g}), s/edit",
-                     ours, stock, f"<= {goal:.2f}"))
+        yield (f"{name} {size}px {steps} steps, guidance ({cfg_text:g}, {cfg_image:g}), s/edit",
+               ours, stock, f"<= {goal:.2f}")
     plain, strong = (settings_for(editor, size, steps, 1.0, g) for g in (1.0, 1.8))
     ours_diff = np.abs(editor.edit_arrays(image, PROMPT, strong) - editor.edit_arrays(image, PROMPT, plain)).max()
     stock_diff = np.abs(stock_arrays(editor, image, strong) - stock_arrays(editor, image, plain)).max()
-    rows.append((f"{name} {size}px {steps} steps, max |(1, 1.8) - (1, 1)|", ours_diff, stock_diff,
-                 "ours > 0, stock = 0"))
-    return rows
+    yield (f"{name} {size}px {steps} steps, max |(1, 1.8) - (1, 1)|", ours_diff, stock_diff, "ours > 0, stock = 0")
 
 
 def sync(device: torch.device) -> None:
@@ -247,7 +247,7 @@ def print_header() -> None:
     print(f"|{'-' * 72}|{'-' * 12}|{'-' * 12}|{'-' * 12}|------|", flush=True)
 
 
-def print_rows(rows: list[tuple]) -> None:
+def print_rows(rows) -> None:
     """Rows as soon as they are measured (a long run shows its progress)."""
     for label, ours, stock, goal in rows:
         ratio = f"{ours / stock:10.2f}" if stock else f"{'-':>10s}"
