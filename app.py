@@ -11,14 +11,14 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors, one_line
 from common.images import MAX_PIXELS
-from common.devices import (channels_last_option, compile_option, device_option, dtype_option,
-                            resolve_device)
+from common.devices import resolve_device
+from edit_diffusion.load_settings import LoadSettings
 from webapp.context import UploadLimits, load_context
 
 LOOPBACK = "127.0.0.1"
@@ -35,14 +35,7 @@ class AppConfig:
     gan_checkpoint: str | None = option(None, "stage-1 generator (.safetensors, AnimeGAN .pt / .pth, .onnx), offered "
                                               "(and preselected) next to the bundled styles",
                                         aliases=("--checkpoint_path",))
-    device: str = device_option()
-    dtype: str = dtype_option()
-    compile: bool = compile_option()
-    channels_last: bool = channels_last_option()
-    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
-                                      "model to --device only while it runs (diffusers' model CPU offload)")
-    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
-                                    "pytorch_lora_weights.safetensors)")
+    load: LoadSettings = field(default_factory=LoadSettings)  # --device, --dtype, ... --lora (LoadSettings' flags)
     examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
     max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)
     max_upload_pixels: int = option(UploadLimits.max_pixels, "largest accepted upload, in pixels (checked before "
@@ -53,7 +46,7 @@ class AppConfig:
             raise ValueError("--host is empty; use 127.0.0.1 (this machine only) or an interface address")
         if self.port is not None and not 1 <= self.port <= 65535:
             raise ValueError(f"--port must lie in 1..65535, got {self.port}")
-        resolve_device(self.device)  # unknown, or absent on this machine: one line naming --device
+        resolve_device(self.load.device)  # unknown, or absent on this machine: one line naming --device
         self.upload_limits()  # checks both upload flags
         check_fields(self)  # NaN/inf and the metadata bounds of the rest
 
@@ -89,9 +82,9 @@ def main(config: AppConfig) -> None:
     # Setup: models first (slow, and a bad path should fail before anything is served)
     from edit_diffusion.families import check_web_app
     check_web_app(config.editor)  # Kontext / Qwen: one line before loading
-    ctx = load_context(config.editor, config.gan_checkpoint, config.device, config.upload_limits(), config.examples,
-                       config.dtype, config.compile, config.channels_last,
-                       config.cpu_offload, config.lora)
+    load = config.load
+    ctx = load_context(config.editor, config.gan_checkpoint, load.device, config.upload_limits(), config.examples,
+                       load.dtype, **load.editor_kwargs())
 
     # Serve: uploads and results live in a fresh temporary folder, deleted on exit
     temp_dir = tempfile.mkdtemp(prefix="stylize-edit-app-")

@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from chain.defaults import DEFAULT_STYLE, STYLES
 from common.cli import check_fields, option, parse_config
-from common.devices import channels_last_option, compile_option, device_option, dtype_option, resolve_device
+from common.devices import resolve_device
 from common.errors import UserInputError, cli_errors
 from common.images import (PROCESS_MAX_PIXELS, check_output_path, folder_targets, load_image_capped,
                            refuse_shared_outputs, save_image)
 from edit_diffusion.editor import EditSettings, variant_paths
+from edit_diffusion.load_settings import LoadSettings
 
 
 # Default cap on the long side of an input photo: stage 1 tiles any size, but a 100-megapixel photo would
@@ -42,14 +43,7 @@ class InferConfig:
     skip_edit: bool = option(False, "stylize only (no stage 2)")
     save_intermediate: bool = option(False, "also write the stage-1 result as <output>_stylized.png")
     settings: EditSettings = field(default_factory=EditSettings)  # --steps, --cfg-text, ... (EditSettings' flags)
-    device: str = device_option()
-    dtype: str = dtype_option()
-    compile: bool = compile_option()
-    channels_last: bool = channels_last_option()
-    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
-                                      "model to --device only while it runs (diffusers' model CPU offload)")
-    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
-                                    "pytorch_lora_weights.safetensors)")
+    load: LoadSettings = field(default_factory=LoadSettings)  # --device, --dtype, ... --lora (LoadSettings' flags)
     overwrite: bool = option(False, "replace existing output files")
     max_side: int = option(MAX_SIDE, "shrink larger inputs to this long side, with a notice (0: full size, tiled)",
                            ge=0, le=65535)
@@ -60,7 +54,7 @@ class InferConfig:
             raise ValueError("--skip-stylize and --skip-edit together leave nothing to do")
         if not self.skip_edit and (self.edit is None or not self.edit.strip()):
             raise ValueError("--edit: the instruction is empty; write what to change, e.g. \"make it black and white\"")
-        resolve_device(self.device)  # an unknown or absent device fails before any work
+        resolve_device(self.load.device)  # an unknown or absent device fails before any work
 
     def edit_settings(self) -> EditSettings:
         return self.settings
@@ -124,8 +118,8 @@ def main(config: InferConfig) -> list[Path]:
         from edit_diffusion.families import preflight
         preflight(config.editor, config.settings)  # e.g. --cfg-image for Kontext: refused before loading
     models = load_models(config.gan_checkpoint, config.style, config.editor, config.skip_stylize,
-                         config.skip_edit, config.device, config.dtype, config.compile, config.channels_last,
-                         config.cpu_offload, config.lora)
+                         config.skip_edit, config.load.device, config.load.dtype, config.load.compile,
+                         config.load.channels_last, config.load.cpu_offload, config.load.lora)
     if not single:
         Path(config.output).mkdir(exist_ok=True)
     settings, written, skipped = config.edit_settings(), [], []

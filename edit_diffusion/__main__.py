@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cli import option, parse_config
-from common.devices import channels_last_option, compile_option, device_option, dtype_option
 from common.errors import cli_errors
 from common.images import check_output_path, load_image, save_image
 
 from .families import preflight
 from .editor import EditSettings, load_editor, variant_paths
+from .load_settings import LoadSettings
 
 
 @dataclass
@@ -22,14 +22,7 @@ class EditCliConfig:
     output: str = option(help="output image; variants get -1, -2, ... suffixes")
     settings: EditSettings = field(default_factory=EditSettings)  # --steps, --cfg-text, ... (shared with infer.py)
     overwrite: bool = option(False, "replace existing output files")
-    device: str = device_option()
-    dtype: str = dtype_option()
-    compile: bool = compile_option()
-    channels_last: bool = channels_last_option()
-    cpu_offload: bool = option(False, "SDXL-IP2P / Kontext / Qwen editors: keep the weights in RAM and move each "
-                                      "model to --device only while it runs (diffusers' model CPU offload)")
-    lora: str | None = option(None, "LoRA file or folder to fuse into the editor (train_edit.py's "
-                                    "pytorch_lora_weights.safetensors)")
+    load: LoadSettings = field(default_factory=LoadSettings)  # --device, --dtype, ... --lora (LoadSettings' flags)
     original_config: str | None = option(None, "diffusers config folder for single-file models",
                                          flag="--original_config")
 
@@ -50,9 +43,8 @@ def cli(argv: list[str] | None = None) -> list[Path]:
     paths = [check_output_path(p, [config.input], config.overwrite)
              for p in variant_paths(config.output, config.settings.num_variants)]
     preflight(config.model, config.settings)  # flags the editor's family has no use for: refused before loading
-    editor = load_editor(config.model, config.device, config.dtype, config.original_config,
-                         compile_unet=config.compile, channels_last=config.channels_last,
-                         cpu_offload=config.cpu_offload, lora=config.lora)
+    editor = load_editor(config.model, config.load.device, config.load.dtype, config.original_config,
+                         **config.load.editor_kwargs())
     start = time.perf_counter()
     outputs, used = editor.edit(image, config.edit, config.settings)
     for img, path in zip(outputs, paths):

@@ -301,7 +301,7 @@ def test_parse_args_defaults_are_loopback_and_no_share():
     from app import parse_args
     config = parse_args([])
     # device "auto": CUDA, else MPS, else CPU (issue 14)
-    assert (config.host, config.port, config.share, config.device) == ("127.0.0.1", None, False, "auto")
+    assert (config.host, config.port, config.share, config.load.device) == ("127.0.0.1", None, False, "auto")
     config = parse_args(["--host", "0.0.0.0", "--port", "8123", "--share", "--editor", "e", "--gan-checkpoint", "g"])
     assert (config.host, config.port, config.share, config.editor, config.gan_checkpoint) == (
         "0.0.0.0", 8123, True, "e", "g")
