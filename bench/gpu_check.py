@@ -212,8 +212,17 @@ def section_train(ctx: Context) -> list[tuple]:
     return [("train 256px b4 (edit_loss + AdamW), samples/s", batch / clock(step, dev, ctx.repeats), float("nan"))]
 
 
+def section_sharded(ctx: Context) -> list[tuple]:
+    """A few train_edit.py steps under configs/accelerate/fsdp2.yaml and ddp.yaml (EMA, clipping, checkpoint,
+    resume, final pipeline) within 180 s: bench/gpu_train_check.py (issue 16). Value: seconds taken."""
+    from gpu_train_check import sharded_training_section
+    return [(f"train_edit.py under {r['config']}: {r['result']}, s", r["seconds"], float("nan"))
+            for r in sharded_training_section(budget_s=180)]
+
+
 SECTIONS: dict[str, Callable[[Context], list[tuple]]] = {
-    "edit": section_edit, "memory": section_memory, "compile": section_compile, "train": section_train}
+    "edit": section_edit, "memory": section_memory, "compile": section_compile, "train": section_train,
+    "sharded": section_sharded}
 
 
 def main(argv=None) -> None:
