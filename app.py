@@ -80,8 +80,6 @@ def main(config: AppConfig) -> None:
         raise UserInputError(f"the web app needs {err.name}: pip install -e '.[app]'") from None
 
     # Setup: models first (slow, and a bad path should fail before anything is served)
-    from edit_diffusion.families import check_web_app
-    check_web_app(config.editor)  # Kontext / Qwen: one line before loading
     load = config.load
     ctx = load_context(config.editor, config.gan_checkpoint, load.device, config.upload_limits(), config.examples,
                        load.dtype, **load.editor_kwargs())

@@ -99,14 +99,21 @@ def family_of(index: dict | None) -> str | None:
     return name if name in FAMILIES else None
 
 
+def unused_settings(family: Family) -> dict[str, str]:
+    """EditSettings field -> why it means nothing to this family (the CLIs refuse it, the web app hides it)."""
+    unused = {}
+    if family.cfg_image is None:
+        unused["cfg_image"] = f"{family.label} has no image guidance (the input image is part of its context)"
+    if not family.own_schedulers:
+        unused["scheduler"] = f"{family.label} is a flow-matching model with its own FlowMatchEulerDiscreteScheduler"
+    return unused
+
+
 def refuse_unused_flags(family: Family, settings) -> None:
     """One line for an edit flag that means nothing to this family (never a silent ignore)."""
-    if settings.cfg_image is not None and family.cfg_image is None:
-        raise UserInputError(f"--cfg-image: {family.label} has no image guidance (the input image is part of its "
-                             "context); leave it out")
-    if settings.scheduler is not None and not family.own_schedulers:
-        raise UserInputError(f"--scheduler: {family.label} is a flow-matching model with its own "
-                             "FlowMatchEulerDiscreteScheduler; leave it out")
+    for name, why in unused_settings(family).items():
+        if getattr(settings, name) is not None:
+            raise UserInputError(f"--{name.replace('_', '-')}: {why}; leave it out")
     if settings.batch_size is not None:
         raise UserInputError(f"--batch-size sets the SD 1.5 sampler's rows; {family.label} runs one variant per "
                              "pipeline call; leave it out")
@@ -124,22 +131,6 @@ def preflight(model: str | None, settings) -> None:
     name = family_of(read_model_index(model, kind))
     if name is not None:
         refuse_unused_flags(FAMILIES[name], settings)
-
-
-def check_web_app(model: str | None) -> None:
-    """The web app's controls drive InstructPix2Pix's image guidance and our schedulers: an editor with neither
-    (Kontext, Qwen) is refused in one line before loading; SDXL InstructPix2Pix runs there."""
-    from .loading import source_kind
-    if model is None:
-        return
-    try:
-        name = family_of(read_model_index(model, source_kind(model)))
-    except UserInputError:
-        return  # the loader reports a bad path in its own words
-    if name is not None and FAMILIES[name].cfg_image is None:
-        raise UserInputError(f"--editor {model}: the web app's controls (image guidance, scheduler) are "
-                             f"InstructPix2Pix's and {FAMILIES[name].label} has neither; edit with it through "
-                             "infer.py or python -m edit_diffusion")
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 
 import diffusers
 import numpy as np
@@ -161,19 +162,46 @@ def test_kontext_licence_named_once(modern_hub_cache, monkeypatch, capsys):
     assert "License" not in capsys.readouterr().out
 
 
-def test_web_app_runs_sdxl_ip2p_and_refuses_editors_without_its_controls(modern_hub_cache, capsys, monkeypatch):
-    import app
-    import edit_diffusion.editor as editor_module
-    from webapp.context import load_context
+def test_web_app_runs_every_family_and_hides_controls_it_has_no_use_for(modern_hub_cache, small_qwen_condition,
+                                                                        tmp_path):
+    """Kontext and Qwen edit through the web app's own Edit handler at the upload's size; their image guidance and
+    scheduler controls are hidden with a note, and a value sent for one anyway is refused, not dropped."""
+    import random
 
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the editor was loaded before it was refused")
-    for repo in (modern.KONTEXT, modern.QWEN_EDIT):
-        with monkeypatch.context() as patch:
-            patch.setattr(editor_module, "load_family_editor", no_loading)
-            with pytest.raises(SystemExit) as exit_info:
-                app.cli(["--editor", repo, "--device", "cpu"])
-        assert exit_info.value.code == 2
-        assert capsys.readouterr().err.strip().startswith(f"error: --editor {repo}: the web app's controls")
+    import gradio as gr
+    from webapp import handlers
+    from webapp.context import FIX, RANDOMIZE, NO_STYLE, load_context
+    from webapp.ui import build_ui
     ctx = load_context(modern.SDXL_IP2P, None, "cpu", dtype="fp32")
     assert (ctx.defaults.steps, ctx.defaults.cfg_text, ctx.defaults.cfg_image) == (30, 3.0, 1.5)
+    assert ctx.unused == {}  # SDXL-IP2P keeps every control
+    source = tmp_path / "in.png"
+    photo().save(source)
+    for repo, steps, cfg_text in ((modern.KONTEXT, 28, 2.5), (modern.QWEN_EDIT, 50, 4.0)):
+        ctx = load_context(repo, None, "cpu", dtype="fp32")
+        d = ctx.defaults
+        assert (d.steps, d.cfg_text, d.cfg_image, d.scheduler) == (steps, cfg_text, None, None)
+        assert set(ctx.unused) == {"cfg_image", "scheduler"}
+        request = handlers.EditRequest(
+            image=str(source), style=NO_STYLE, instruction="make it red", steps=2, steps_mode=FIX, cfg_text=d.cfg_text,
+            cfg_text_mode=FIX, cfg_image=d.cfg_image, cfg_image_mode=FIX, seed=3, seed_mode=FIX, scheduler=d.scheduler,
+            variants=2, resolution=WORK)
+        _, edited, used_steps, used_cfg_text, used_cfg_image, seed = handlers.edit(ctx, request, rng=random.Random(0))
+        assert [img.size for img in edited] == [photo().size] * 2  # 56 x 40 in, 56 x 40 out
+        assert (used_steps, used_cfg_text, used_cfg_image, seed) == (2, cfg_text, None, 3)
+        for sent in (dict(cfg_image=1.5), dict(cfg_image_mode=RANDOMIZE), dict(scheduler="ddim")):
+            with pytest.raises(gr.Error, match="has no image guidance|its own FlowMatch"):
+                handlers.edit(ctx, replace(request, **sent))
+        by_id = {c.elem_id: c for c in build_ui(ctx).blocks.values() if c.elem_id}
+        assert [shown(by_id[name]) for name in ("cfg-image", "cfg-image-mode", "scheduler", "cfg-text")] == [
+            False, False, False, True]  # the page hides both controls and says why
+        assert "no image guidance" in by_id["unused-controls-note"].value
+
+
+def shown(block) -> bool:
+    """Whether a gradio component is visible: it and every layout block around it."""
+    while block is not None:
+        if getattr(block, "visible", True) is False:
+            return False
+        block = getattr(block, "parent", None)
+    return True

@@ -12,6 +12,7 @@ from common.errors import UserInputError
 from common.images import list_images
 from common.devices import resolve_device
 from edit_diffusion.editor import SCHEDULERS, EditSettings, Editor, load_editor, resolve_settings
+from edit_diffusion.families import FamilyEditor, unused_settings
 from stylize_gan.checkpoint import load_generator
 
 NO_STYLE = "no stylization"
@@ -51,11 +52,11 @@ class Controls:
     steps_mode: str
     cfg_text: float
     cfg_text_mode: str
-    cfg_image: float
+    cfg_image: float | None  # None: the editor has no image guidance (the control is hidden)
     cfg_image_mode: str
     seed: int
     seed_mode: str
-    scheduler: str
+    scheduler: str | None    # None: the editor keeps its own scheduler (the control is hidden)
     variants: int
     resolution: int
 
@@ -68,16 +69,25 @@ class AppContext:
     defaults: Controls
     limits: UploadLimits = field(default_factory=UploadLimits)
     examples: list[str] = field(default_factory=list)  # image files offered under the upload field
+    # Controls that mean nothing to the loaded editor -> why (Kontext / Qwen: image guidance, scheduler): hidden
+    # in the page with this note, and an edit request that sets one anyway is refused, never silently ignored
+    unused: dict[str, str] = field(default_factory=dict)
 
 
 def default_controls(editor, style: str) -> Controls:
     """Controls at start and after Reset: steps, guidance and scheduler are the editor's own defaults."""
     resolved = editor_defaults(editor)
+    cfg_image = None if resolved.cfg_image is None else float(resolved.cfg_image)
     return Controls(style=style, steps=int(resolved.steps), steps_mode=FIX,
                     cfg_text=float(resolved.cfg_text), cfg_text_mode=FIX,
-                    cfg_image=float(resolved.cfg_image), cfg_image_mode=FIX,
+                    cfg_image=cfg_image, cfg_image_mode=FIX,
                     seed=DEFAULT_SEED, seed_mode=RANDOMIZE, scheduler=resolved.scheduler,
                     variants=1, resolution=int(resolved.resolution))
+
+
+def unused_controls(editor) -> dict[str, str]:
+    """Settings the editor's family has no use for -> why (none for SD 1.5 and SDXL InstructPix2Pix)."""
+    return unused_settings(editor.family) if isinstance(editor, FamilyEditor) else {}
 
 
 def editor_defaults(editor) -> EditSettings:
@@ -128,7 +138,7 @@ def load_context(editor: str | None = None, gan_checkpoint: str | None = None, d
     else:
         style = DEFAULT_STYLE if DEFAULT_STYLE in generators else NO_STYLE
     return AppContext(editor=edit_model, generators=generators, defaults=default_controls(edit_model, style),
-                      limits=limits or UploadLimits(), examples=pictures)
+                      limits=limits or UploadLimits(), examples=pictures, unused=unused_controls(edit_model))
 
 
 def scheduler_choices() -> list[str]:

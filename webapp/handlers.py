@@ -110,21 +110,38 @@ def _choose(name: str, mode: str, value, draw: Callable[[], float]):
     return value
 
 
-def pick_values(request: EditRequest, defaults: Controls, rng: random.Random) -> tuple[int, float, float, int]:
-    """(steps, text guidance, image guidance, seed) to use: each fixed from the UI or drawn at random."""
+# EditSettings field -> (its control's label, the mode field randomizing it) for controls an editor may not use
+OPTIONAL_CONTROLS = {"cfg_image": ("image guidance", "cfg_image_mode"), "scheduler": ("scheduler", None)}
+
+
+def refuse_unused(request: EditRequest, unused: dict[str, str]) -> None:
+    """A value (or Randomize) sent for a control the editor has no use for is refused, not silently dropped:
+    the page hides these controls, so only a stale page or an API client can send one."""
+    for name, why in unused.items():
+        label, mode = OPTIONAL_CONTROLS[name]
+        if getattr(request, name) not in (None, "") or (mode and getattr(request, mode) == RANDOMIZE):
+            raise UserInputError(f"{label}: {why}; leave it empty")
+
+
+def pick_values(request: EditRequest, defaults: Controls, rng: random.Random,
+                unused: dict[str, str] | None = None) -> tuple[int, float, float | None, int]:
+    """(steps, text guidance, image guidance, seed) to use: each fixed from the UI or drawn at random; image
+    guidance is None for an editor without it (`unused`, see refuse_unused)."""
     low = max(1, round(defaults.steps * (1 - STEPS_SPREAD)))
     high = max(low, round(defaults.steps * (1 + STEPS_SPREAD)))
     steps = _choose("steps", request.steps_mode, request.steps, lambda: rng.randint(low, high))
     cfg_text = _choose("text guidance", request.cfg_text_mode, request.cfg_text,
                        lambda: round(rng.uniform(*CFG_TEXT_RANGE), 2))
-    cfg_image = _choose("image guidance", request.cfg_image_mode, request.cfg_image,
-                        lambda: round(rng.uniform(*CFG_IMAGE_RANGE), 2))
+    cfg_image = None
+    if "cfg_image" not in (unused or {}):
+        cfg_image = float(_choose("image guidance", request.cfg_image_mode, request.cfg_image,
+                                  lambda: round(rng.uniform(*CFG_IMAGE_RANGE), 2)))
     seed = _choose("seed", request.seed_mode, request.seed, lambda: rng.randint(*SEED_RANGE))
     if steps != int(steps) or steps < 1:
         raise UserInputError(f"steps must be a whole number >= 1, got {steps}")
     if seed != int(seed) or seed < 0:
         raise UserInputError(f"seed must be a whole number >= 0, got {seed}")
-    return int(steps), float(cfg_text), float(cfg_image), int(seed)
+    return int(steps), float(cfg_text), cfg_image, int(seed)
 
 
 def _generator(ctx: AppContext, style: str) -> torch.nn.Module | None:
@@ -142,7 +159,8 @@ def edit(ctx: AppContext, request: EditRequest, progress: Progress | None = None
         if request.instruction is None or not request.instruction.strip():
             raise UserInputError(EMPTY_INSTRUCTION)
         generator = _generator(ctx, request.style)
-        steps, cfg_text, cfg_image, seed = pick_values(request, ctx.defaults, rng or random.Random())
+        refuse_unused(request, ctx.unused)
+        steps, cfg_text, cfg_image, seed = pick_values(request, ctx.defaults, rng or random.Random(), ctx.unused)
         settings = EditSettings(steps=steps, cfg_text=cfg_text, cfg_image=cfg_image, seed=seed,
                                 scheduler=request.scheduler, resolution=int(request.resolution),
                                 num_variants=int(request.variants))

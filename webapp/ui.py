@@ -66,18 +66,22 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
                     reset_button = gr.Button("Reset", elem_id="reset-button")
                 controls = {"image": image, "style": style, "instruction": instruction}  # EditRequest field -> input
                 for name, (label, options) in NUMBERS.items():  # a value and its Fix/Randomize mode
-                    with gr.Row():
+                    # hidden (value None) where the editor has no use for it; the note below says why
+                    with gr.Row(visible=name not in ctx.unused):
                         controls[name] = gr.Number(getattr(d, name), minimum=SETTINGS[name].get("ge"),
                                                    label=label, elem_id=_elem_id(name), **options)
                         controls[f"{name}_mode"] = _mode(getattr(d, f"{name}_mode"), _elem_id(f"{name}_mode"))
                 with gr.Row():
                     controls["scheduler"] = gr.Dropdown(scheduler_choices(), value=d.scheduler, label="Scheduler",
-                                                        elem_id="scheduler")
+                                                        elem_id="scheduler", visible="scheduler" not in ctx.unused)
                     controls["variants"] = gr.Slider(1, MAX_VARIANTS, value=d.variants, step=1, label="Variants",
                                                      elem_id="variants")
                     controls["resolution"] = gr.Slider(MIN_RESOLUTION, MAX_RESOLUTION, value=d.resolution,
                                                        step=RESOLUTION_STEP, label="Resolution cap (long side, px)",
                                                        elem_id="resolution")
+                if ctx.unused:  # e.g. Kontext / Qwen: no image guidance, their own scheduler
+                    gr.Markdown("Not offered for this editor: " + "; ".join(ctx.unused.values()) + ".",
+                                elem_id="unused-controls-note")
         with gr.Row(equal_height=True):
             stylized = gr.Image(label="Stylized (stage 1)", format="png", interactive=False, height=IMAGE_HEIGHT,
                                 elem_id="stylized")
