@@ -23,6 +23,11 @@ SINGLE_FILE_EXTS = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 LDM_UNET_PREFIX = "model.diffusion_model."
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CLIP_ID = "openai/clip-vit-large-patch14"  # the text encoder of SD 1.x (LDM's FrozenCLIPEmbedder)
+# diffusers' model types (infer_diffusers_model_type) that StableDiffusionInstructPix2PixPipeline.from_single_file
+# builds; any other (xl_base, flux-dev, ...) is refused by name: those editors load from a hub id or folder
+SD_SINGLE_FILE_TYPES = ("v1", "v2", "inpainting", "inpainting_v2", "instruct-pix2pix")
+OTHER_EDITOR_FORMS = ("SDXL InstructPix2Pix, FLUX.1 Kontext and Qwen-Image-Edit editors load from a hub id (e.g. "
+                      "diffusers/sdxl-instructpix2pix-768) or a diffusers folder with model_index.json")
 
 
 class _TinyVaeIsExpected(logging.Filter):
@@ -101,16 +106,21 @@ def check_single_file(path: Path) -> None:
                              f"(expected a diffusers folder or one of {', '.join(SINGLE_FILE_EXTS)})")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError, safe_open
-        try:
+        try:  # the header only: shapes as meta tensors, enough for diffusers' model-type detection
             with safe_open(str(path), framework="pt") as handle:
-                keys = list(handle.keys())
+                tensors = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
         except (SafetensorError, OSError, ValueError) as err:
             raise UserInputError(f"{path}: not a readable safetensors file ({err})") from None
     else:
-        keys = list(load_weights_any(path).keys())
-    if not any(k.startswith(LDM_UNET_PREFIX) for k in keys):
+        tensors = load_weights_any(path)
+    if not any(k.startswith(LDM_UNET_PREFIX) for k in tensors):
         raise UserInputError(f"{path}: not a Stable Diffusion checkpoint (no '{LDM_UNET_PREFIX}*' weights; "
-                             "is it a different kind of model?)")
+                             f"is it a different kind of model?); {OTHER_EDITOR_FORMS}")
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    model_type = infer_diffusers_model_type(tensors)
+    if model_type not in SD_SINGLE_FILE_TYPES:
+        raise UserInputError(f"{path}: a '{model_type}' checkpoint; single files load as SD 1.x / 2.x "
+                             f"InstructPix2Pix only, {OTHER_EDITOR_FORMS}")
 
 
 @dataclass

@@ -205,3 +205,32 @@ def shown(block) -> bool:
             return False
         block = getattr(block, "parent", None)
     return True
+
+
+@pytest.mark.parametrize("keys, named", [
+    ({"model.diffusion_model.input_blocks.0.0.weight": (32, 8, 3, 3),  # SDXL-IP2P in original (LDM) format
+      "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": (4,)}, "a 'xl_base' checkpoint"),
+    ({"model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale": (4,),  # a FLUX transformer
+      "model.diffusion_model.img_in.weight": (8, 64)}, "a 'flux-schnell' checkpoint"),
+    ({"transformer_blocks.0.img_mod.1.weight": (4, 4)}, "not a Stable Diffusion checkpoint"),  # Qwen-Image's
+])
+def test_single_file_of_another_family_names_the_supported_forms(keys, named, tmp_path, monkeypatch, capsys):
+    """A single .safetensors that is not SD 1.x / 2.x is refused in one line naming hub id / folder, before the
+    SD 1.5 single-file path (which would fail later, or look for SD 1.5 configs)."""
+    from safetensors.torch import save_file
+    from edit_diffusion import loading
+
+    def sd_path(*args, **kwargs):
+        raise AssertionError("went down the SD 1.5 single-file path")
+    monkeypatch.setattr(loading.StableDiffusionInstructPix2PixPipeline, "from_single_file", sd_path)
+    path = tmp_path / "editor.safetensors"
+    save_file({k: torch.zeros(shape) for k, shape in keys.items()}, str(path))
+    photo().save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        infer.cli(["--input", str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png"), "--skip-stylize", "--editor",
+                   str(path), "--edit", "make it red", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err
+    assert err.endswith("load from a hub id (e.g. diffusers/sdxl-instructpix2pix-768) or a diffusers folder with "
+                        "model_index.json")
