@@ -26,6 +26,7 @@ GENERATOR_FORMAT = "stylize_gan.generator"
 DISCRIMINATOR_FORMAT = "stylize_gan.discriminator"
 STATE_FORMAT = "stylize_gan.training_state"
 MODEL_PREFIX = "model."  # training_state keys "model.<name>.<state-dict key>": the weights of that save
+TRAINED_NETWORKS = ("generator", "discriminator")  # what a stage-1 training state holds, each with its optimizer
 FORMAT_VERSION = "1"
 
 
@@ -230,6 +231,16 @@ def load_model_states(path: str | os.PathLike) -> dict[str, dict[str, torch.Tens
     states: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in load_tensors(path).items():
         if key.startswith(MODEL_PREFIX):
-            name, sub = key[len(MODEL_PREFIX):].split(".", 1)
+            name, _, sub = key[len(MODEL_PREFIX):].partition(".")
             states.setdefault(name, {})[sub] = value
+    if states:
+        require_networks(states, path, "weights")
     return states
+
+
+def require_networks(found: dict, path: str | os.PathLike, what: str) -> None:
+    """A crafted or damaged training state may hold one network only (or foreign names): one line now, not a
+    KeyError in the middle of the resume."""
+    if sorted(found) != sorted(TRAINED_NETWORKS):
+        raise UserInputError(f"{path}: damaged training state ({what} for {', '.join(sorted(found)) or 'nothing'}; "
+                             f"expected {' and '.join(TRAINED_NETWORKS)})")

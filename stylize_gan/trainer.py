@@ -275,6 +275,7 @@ def resume(config: GanTrainConfig, ckpt_dir: Path, gen, disc, opt_g, opt_d) -> t
     _load_matching(ckpt_dir / DISCRIMINATOR_FILE, ckpt.DISCRIMINATOR_FORMAT, config.discriminator,
                    config.discriminator_kwargs(), disc)
     opt_states, rng, info = ckpt.load_training_state(ckpt_dir / STATE_FILE)
+    ckpt.require_networks(opt_states, ckpt_dir / STATE_FILE, "optimizer states")
     ckpt.check_rng_states(rng, ckpt_dir / STATE_FILE)  # a damaged stream: one line now, not a traceback later
     saved = ckpt.load_model_states(ckpt_dir / STATE_FILE)
     if saved:  # the weights of the same save as the optimizer state (the G / D files may be one save newer)

@@ -171,6 +171,33 @@ def test_gan_resume_from_damaged_file_is_one_line(gan_run, name, kind, tmp_path,
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("keep", ["generator", "discriminator"])
+def test_gan_resume_from_a_crafted_one_network_state_is_one_line(gan_run, keep, tmp_path, capsys):
+    """A training state re-written (checksum and metadata consistent) with one network's weights and optimizer
+    only, as a crafted or half-written file would be: one line naming the file, not a KeyError traceback."""
+    import json
+    from safetensors.torch import save_file
+    from common.checkpoints import load_tensors, read_metadata
+    from stylize_gan.checkpoint import tensors_digest
+    from train_gan import cli
+    root, argv = gan_run
+    ckpt_dir = tmp_path / "ckpt"
+    shutil.copytree(root / "ckpt", ckpt_dir)
+    path = ckpt_dir / "training_state.safetensors"
+    meta, tensors = read_metadata(path), load_tensors(path)
+    drop = "discriminator" if keep == "generator" else "generator"
+    tensors = {k: v for k, v in tensors.items() if not k.startswith((f"model.{drop}.", f"optim.{drop}"))}
+    info = json.loads(meta["info"])
+    info["optimizers"].pop(drop)
+    meta = {**meta, "info": json.dumps(info), "tensors_sha256": tensors_digest(tensors)}
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(SystemExit) as exit_info:
+        cli([*argv, "--epochs", "2", "--checkpoint-dir", str(ckpt_dir), "--resume_cond", "gen_dis"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert len(err) == 1 and "training_state.safetensors" in err[0] and "expected generator and discriminator" in err[0], err
+
+
 def test_edit_missing_random_state_is_named(edit_run, tmp_path):
     """With the manifest a missing file is named; without it (e.g. resumed by more processes than saved) too."""
     folder, _ = edit_run
