@@ -24,7 +24,7 @@ from common.errors import UserInputError, one_line
 
 from . import engine
 from .engine import dual_guidance  # noqa: F401 - re-exported: eq. 3 lives with the sampler now
-from .families import FamilyEditor, family_of, load_family_editor, load_lora, read_model_index
+from .families import FamilyEditor, family_name, load_family_editor, load_lora
 from .loading import load_pipeline, source_kind
 from .surgery import EDIT_IN_CHANNELS
 
@@ -216,14 +216,16 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
                 channels_last: bool = False, cpu_offload: bool = False, lora: str | None = None) -> Editor:
     """An 8-channel InstructPix2Pix editor on `device` in `dtype` (see common.devices for `auto`);
     text-to-image models are refused. Optionally the UNet in channels_last layout and torch.compile'd.
-    SDXL-IP2P / Kontext / Qwen-Image-Edit repos (model_index.json) load as a families.FamilyEditor."""
+    SDXL-IP2P / Kontext / Qwen-Image-Edit repos (model_index.json) and SDXL-IP2P / Kontext single files (told from
+    their keys; `original_config`: a local folder with the rest of the model) load as a families.FamilyEditor."""
     device = resolve_device(device)
     if lora is not None and not Path(lora).exists():  # before any weights load
         raise UserInputError(f"--lora {lora}: no such file or folder")
     kind = source_kind(model)
-    family = family_of(read_model_index(model, kind))
+    family = family_name(model, kind)  # model_index.json, or a single file's keys
     if family is not None:
-        return load_family_editor(model, kind, family, device, dtype, cpu_offload, lora, compile_unet, channels_last)
+        return load_family_editor(model, kind, family, device, dtype, cpu_offload, lora, compile_unet, channels_last,
+                                  original_config=original_config)
     if cpu_offload:
         raise UserInputError("--cpu-offload applies to the SDXL-IP2P, Kontext and Qwen editors; an SD 1.5 "
                              "InstructPix2Pix editor fits on the device as it is (use --dtype fp16 to halve it)")

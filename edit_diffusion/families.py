@@ -119,8 +119,17 @@ def refuse_unused_flags(family: Family, settings) -> None:
                              "pipeline call; leave it out")
 
 
+def family_name(model: str, kind: str) -> str | None:
+    """The FAMILIES key of an editor: from model_index.json, or from a single file's keys (SDXL-IP2P, Kontext)."""
+    if kind == "file":
+        from .single_file import file_family
+        return file_family(Path(model))
+    return family_of(read_model_index(model, kind))
+
+
 def preflight(model: str | None, settings) -> None:
-    """Before any loading: refuse edit flags the editor named by `model` cannot use (reads model_index.json)."""
+    """Before any loading: refuse edit flags the editor named by `model` cannot use (reads model_index.json or a
+    single file's header)."""
     from .loading import source_kind
     if model is None or settings is None:
         return
@@ -128,7 +137,7 @@ def preflight(model: str | None, settings) -> None:
         kind = source_kind(model)
     except UserInputError:
         return  # the loader reports a bad path in its own words
-    name = family_of(read_model_index(model, kind))
+    name = family_name(model, kind)
     if name is not None:
         refuse_unused_flags(FAMILIES[name], settings)
 
@@ -227,15 +236,14 @@ class FamilyEditor:
 
 def load_family_editor(model: str, kind: str, class_name: str, device: torch.device, dtype: str | torch.dtype | None,
                        cpu_offload: bool = False, lora: str | None = None, compile_model: bool = False,
-                       channels_last: bool = False, hub=None) -> FamilyEditor:
+                       channels_last: bool = False, hub=None, original_config: str | None = None) -> FamilyEditor:
     """Load the stock pipeline of `class_name` after checking its weights fit; optionally with a LoRA, the
-    denoiser torch.compile'd, the SDXL UNet in channels_last."""
-    import diffusers
-
+    denoiser torch.compile'd, the SDXL UNet in channels_last. A single file (kind 'file') gives the denoiser,
+    the rest comes from `original_config` or the family's reference repo (single_file.py)."""
     from common.devices import resolve_dtype
 
     from .editor import read_edit_defaults
-    from .loading import _hub_error, _one_line, _quiet_diffusers
+    from .loading import _quiet_diffusers
 
     family = FAMILIES[class_name]
     if cpu_offload and device.type == "cpu":
@@ -246,16 +254,16 @@ def load_family_editor(model: str, kind: str, class_name: str, device: torch.dev
     if (dtype is None or dtype == "auto") and family.bf16 and device.type == "cuda":
         dtype = torch.bfloat16
     torch_dtype = resolve_dtype(dtype, device) if not isinstance(dtype, torch.dtype) else dtype
-    check_weights_fit(model, kind, family.label, torch_dtype, device, cpu_offload)
-    kwargs = hub.kwargs() if hub is not None else {}
-    with _quiet_diffusers(), _no_progress_bars():
-        try:
-            pipe = getattr(diffusers, class_name).from_pretrained(model, dtype=torch_dtype,
-                                                                  local_files_only=kind == "folder", **kwargs)
-        except Exception as err:  # noqa: BLE001 - hub client / loading errors come in many types
-            if kind == "folder":
-                raise UserInputError(f"{model}: cannot load the {family.label} folder ({_one_line(err)})") from None
-            raise _hub_error(model, err, hub) from None
+    if kind == "file":
+        from .single_file import file_weights_params, pipeline_from_file
+        check_weights_fit(model, kind, family.label, torch_dtype, device, cpu_offload,
+                          file_weights_params(Path(model), class_name, original_config))
+        with _quiet_diffusers(), _no_progress_bars():
+            pipe = pipeline_from_file(Path(model), class_name, torch_dtype, original_config)
+    else:
+        check_weights_fit(model, kind, family.label, torch_dtype, device, cpu_offload)
+        with _quiet_diffusers(), _no_progress_bars():
+            pipe = _from_pretrained(model, kind, class_name, torch_dtype, hub)
     if family.licence and family.licence not in _licences_named:
         _licences_named.add(family.licence)
         print(f"note: {family.licence}")
@@ -273,6 +281,21 @@ def load_family_editor(model: str, kind: str, class_name: str, device: torch.dev
         denoiser.compile()  # in place: same module and state-dict keys
     return FamilyEditor(pipe=pipe, family=family, defaults=read_edit_defaults(model if kind == "folder" else None),
                         name_or_path=model)
+
+
+def _from_pretrained(model: str, kind: str, class_name: str, dtype: torch.dtype, hub=None):
+    """The stock pipeline from a hub id (cache first) or a local diffusers folder, errors in one line."""
+    import diffusers
+
+    from .loading import _hub_error, _one_line
+    try:
+        return getattr(diffusers, class_name).from_pretrained(model, dtype=dtype, local_files_only=kind == "folder",
+                                                              **(hub.kwargs() if hub is not None else {}))
+    except Exception as err:  # noqa: BLE001 - hub client / loading errors come in many types
+        if kind == "folder":
+            raise UserInputError(f"{model}: cannot load the {FAMILIES[class_name].label} folder "
+                                 f"({_one_line(err)})") from None
+        raise _hub_error(model, err, hub) from None
 
 
 def load_lora(pipe, lora: str) -> None:

@@ -15,19 +15,16 @@ from diffusers import (AutoencoderKL, DDPMScheduler, StableDiffusionInstructPix2
                        UNet2DConditionModel)
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from common.checkpoints import load_weights_any
 from common.errors import UserInputError
 
-SINGLE_FILE_EXTS = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
-# Every original-format SD checkpoint stores its UNet under this prefix (LDM's DiffusionWrapper).
-LDM_UNET_PREFIX = "model.diffusion_model."
+from .families import FAMILIES
+from .single_file import LDM_UNET, SINGLE_FILE_EXTS, SINGLE_FILE_FORMS, classify, header_tensors
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CLIP_ID = "openai/clip-vit-large-patch14"  # the text encoder of SD 1.x (LDM's FrozenCLIPEmbedder)
 # diffusers' model types (infer_diffusers_model_type) that StableDiffusionInstructPix2PixPipeline.from_single_file
-# builds; any other (xl_base, flux-dev, ...) is refused by name: those editors load from a hub id or folder
+# builds; SDXL InstructPix2Pix and FLUX.1 Kontext files load through single_file.py, any other is refused by name
 SD_SINGLE_FILE_TYPES = ("v1", "v2", "inpainting", "inpainting_v2", "instruct-pix2pix")
-OTHER_EDITOR_FORMS = ("SDXL InstructPix2Pix, FLUX.1 Kontext and Qwen-Image-Edit editors load from a hub id (e.g. "
-                      "diffusers/sdxl-instructpix2pix-768) or a diffusers folder with model_index.json")
 
 
 class _TinyVaeIsExpected(logging.Filter):
@@ -99,28 +96,20 @@ def check_diffusers_folder(folder: Path) -> None:
 
 
 def check_single_file(path: Path) -> None:
-    """Refuse files that are not original-format Stable Diffusion checkpoints, reading only what is safe:
+    """Refuse files that are not original-format Stable Diffusion 1.x / 2.x checkpoints, reading only what is safe:
     the safetensors header, or a pickle through `weights_only=True` (a malicious pickle is refused)."""
-    if path.suffix.lower() not in SINGLE_FILE_EXTS:
-        raise UserInputError(f"{path}: unsupported checkpoint type {path.suffix!r} "
-                             f"(expected a diffusers folder or one of {', '.join(SINGLE_FILE_EXTS)})")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-        try:  # the header only: shapes as meta tensors, enough for diffusers' model-type detection
-            with safe_open(str(path), framework="pt") as handle:
-                tensors = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise UserInputError(f"{path}: not a readable safetensors file ({err})") from None
-    else:
-        tensors = load_weights_any(path)
-    if not any(k.startswith(LDM_UNET_PREFIX) for k in tensors):
-        raise UserInputError(f"{path}: not a Stable Diffusion checkpoint (no '{LDM_UNET_PREFIX}*' weights; "
-                             f"is it a different kind of model?); {OTHER_EDITOR_FORMS}")
+    tensors = header_tensors(path)
+    family = classify(tensors, path)
+    if family is not None:
+        raise UserInputError(f"{path}: a {FAMILIES[family].label} single file; it loads as an editor (--editor); "
+                             "fine-tuning starts from its hub id or a diffusers folder")
+    if not any(k.startswith(LDM_UNET) for k in tensors):
+        raise UserInputError(f"{path}: not a Stable Diffusion checkpoint (no '{LDM_UNET}*' weights; "
+                             f"is it a different kind of model?); {SINGLE_FILE_FORMS}")
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
     model_type = infer_diffusers_model_type(tensors)
     if model_type not in SD_SINGLE_FILE_TYPES:
-        raise UserInputError(f"{path}: a '{model_type}' checkpoint; single files load as SD 1.x / 2.x "
-                             f"InstructPix2Pix only, {OTHER_EDITOR_FORMS}")
+        raise UserInputError(f"{path}: a '{model_type}' checkpoint; {SINGLE_FILE_FORMS}")
 
 
 @dataclass

@@ -79,12 +79,14 @@ def _amount(n: float, unit: str, scale: int) -> str:
 
 
 def check_weights_fit(model: str, kind: str, label: str, dtype: torch.dtype, device: torch.device,
-                      cpu_offload: bool) -> dict[str, int] | None:
-    """Refuse before loading when the weights would not fit; returns the parameter counts (None: unknown)."""
-    folder = local_folder(model, kind)
-    if folder is None or not (folder / "model_index.json").is_file():
-        return None
-    params = weights_params(folder)
+                      cpu_offload: bool, params: dict[str, int] | None = None) -> dict[str, int] | None:
+    """Refuse before loading when the weights would not fit; returns the parameter counts (None: unknown).
+    `params` (component -> parameters) is counted from the repo's headers unless given (single files)."""
+    if params is None:
+        folder = local_folder(model, kind)
+        if folder is None or not (folder / "model_index.json").is_file():
+            return None
+        params = weights_params(folder)
     if not params:
         return None
     size = torch.tensor([], dtype=dtype).element_size()

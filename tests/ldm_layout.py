@@ -14,7 +14,9 @@ _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_ou
 def _unet_to_ldm(key: str, lpb: int, has_attention: list[bool]) -> str:
     """A diffusers UNet key -> the original openaimodel.UNetModel key (SD 1.x layout)."""
     fixed = {"conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
-             "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
+             "time_embedding.linear_2.": "time_embed.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+             # SDXL's pooled-text + size embedding (SGM's label_emb)
+             "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2."}
     for new, old in fixed.items():
         if key.startswith(new):
             return old + key[len(new):]
@@ -63,8 +65,9 @@ def _vae_to_ldm(key: str, levels: int) -> str:
     return ".".join([side, stage, str(level), "block", rest[3]] + tail)
 
 
-def ldm_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
-    """The original-format (CompVis / InstructPix2Pix release) checkpoint keys of a diffusers model."""
+def ldm_state_dict(unet, vae, text_encoder=None) -> dict[str, torch.Tensor]:
+    """The original-format (CompVis / InstructPix2Pix release) checkpoint keys of a diffusers model; an SDXL
+    UNet and VAE take the same keys in SGM's layout (its text encoders, left out here, sit under conditioner.*)."""
     lpb = unet.config.layers_per_block
     has_attention = ["CrossAttn" in t for t in unet.config.up_block_types]
     out = {"model.diffusion_model." + _unet_to_ldm(k, lpb, has_attention): v.clone()
@@ -75,7 +78,7 @@ def ldm_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
         if ".attn_1." in ldm and ldm.endswith(".weight") and v.ndim == 2:
             v = v[:, :, None, None]  # the original stores mid-block attention projections as 1x1 convs
         out["first_stage_model." + ldm] = v.clone()
-    for k, v in text_encoder.state_dict().items():
+    for k, v in (text_encoder.state_dict() if text_encoder is not None else {}).items():
         out["cond_stage_model.transformer.text_model." + k.removeprefix("text_model.")] = v.clone()
     return out
 

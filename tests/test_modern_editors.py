@@ -215,8 +215,9 @@ def shown(block) -> bool:
     ({"transformer_blocks.0.img_mod.1.weight": (4, 4)}, "not a Stable Diffusion checkpoint"),  # Qwen-Image's
 ])
 def test_single_file_of_another_family_names_the_supported_forms(keys, named, tmp_path, monkeypatch, capsys):
-    """A single .safetensors that is not SD 1.x / 2.x is refused in one line naming hub id / folder, before the
-    SD 1.5 single-file path (which would fail later, or look for SD 1.5 configs)."""
+    """A single .safetensors that is neither SD 1.x / 2.x nor an SDXL-IP2P / Kontext editor is refused in one line
+    naming hub id / folder, before the SD 1.5 single-file path (which would fail later, or look for SD 1.5
+    configs)."""
     from safetensors.torch import save_file
     from edit_diffusion import loading
 
@@ -232,5 +233,5 @@ def test_single_file_of_another_family_names_the_supported_forms(keys, named, tm
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err
-    assert err.endswith("load from a hub id (e.g. diffusers/sdxl-instructpix2pix-768) or a diffusers folder with "
+    assert err.endswith("other editors (e.g. Qwen/Qwen-Image-Edit) load from a hub id or a diffusers folder with "
                         "model_index.json")
