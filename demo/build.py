@@ -6,8 +6,9 @@ Layout written under --out:
   gan/train_photo/*.png          stage-1 inputs: random crops of CONTENT photos
   gan/Cartoon/style/*.png        stage-1 style domain: cartoonize() of crops of STYLE photos
   gan/test/test_photo/*.png      held-out views of HELDOUT photos
-  edit/train/metadata.jsonl      stage-2 triplets (cartoonized CONTENT+STYLE crops, train phrasings)
-  edit/heldout/metadata.jsonl    evaluation triplets (HELDOUT photos, held-out phrasings)
+  edit/train/metadata.jsonl      stage-2 triplets: CONTENT+STYLE crops as photos, cartoon-filtered and (with
+                                 --stage1) through the stage-1 generator; training phrasings
+  edit/heldout/metadata.jsonl    evaluation triplets (HELDOUT photos, held-out phrasings and colour pairs)
   build_config.json              the resolved config and the photo split
 The AnimeGAN trainer makes `gan/Cartoon/smooth` itself, so it is not written here.
 """
@@ -31,7 +32,8 @@ from common.images import save_image
 from .cartoon import cartoonize
 from .edits import EDIT_FAMILIES
 from .photos import CONTENT, HELDOUT, STYLE
-from .samples import EditSample, crops, edit_samples, heldout_edit_samples, heldout_photo_views, load_photos
+from .samples import (DOMAINS, EditSample, crops, edit_samples, heldout_edit_samples, heldout_photo_views,
+                      load_photos)
 
 def jitter_palette(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Rotate the hue at random and scale saturation by 0.5-1.0. With only four style photos the
@@ -59,6 +61,12 @@ class BuildConfig:
     edit_samples: int = option(2000, "stage-2 training triplets", ge=0)
     edit_heldout_per_family: int = option(10, "stage-2 held-out triplets per family", ge=0)
     edit_size: int = option(128, "stage-2 image size (px)", ge=16)
+    recolour_share: float = option(0.35, "fraction of the stage-2 triplets that recolour by colour name", ge=0, le=1)
+    identity_share: float = option(0.1, "fraction of the stage-2 triplets whose instruction is out of scope "
+                                   "(target: the unchanged input)", ge=0, le=1)
+    stage1: Path | None = option(None, "stage-1 generator whose outputs join the editor's input domains "
+                                 "(default: photos and the cartoon filter only)")
+    stage1_pool: int = option(320, "views made by --stage1, drawn with replacement for its triplets", ge=1)
     families: tuple[str, ...] = option(tuple(EDIT_FAMILIES), "edit families to include (default: all registered)",
                                        choices=tuple(EDIT_FAMILIES))
     min_scale: float = option(0.3, "smallest crop side as a fraction of the photo's short side", ge=0.05, le=1.0)
@@ -77,6 +85,10 @@ class BuildConfig:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 16 pixels, got {getattr(self, flag)}")
         if not 0.05 <= self.min_scale <= 1.0:
             raise ValueError(f"--min-scale must be in [0.05, 1], got {self.min_scale}")
+        if self.recolour_share + self.identity_share > 1:
+            raise ValueError("--recolour-share + --identity-share must be <= 1")
+        if self.stage1 is not None and not Path(self.stage1).is_file():
+            raise UserInputError(f"--stage1 {self.stage1}: not found")
         unknown = [f for f in self.families if f not in EDIT_FAMILIES]
         if unknown or not self.families:
             raise ValueError(f"--families: unknown {unknown or 'empty'}; choose from {', '.join(EDIT_FAMILIES)}")
@@ -112,10 +124,26 @@ def write_triplets(samples: list[EditSample], folder: Path, desc: str) -> Path:
         save_image(Image.fromarray(s.source, "RGB"), images / f"{stem}_in.png")
         save_image(Image.fromarray(s.target, "RGB"), images / f"{stem}_out.png")
         rows.append({"input_image": f"images/{stem}_in.png", "edit_prompt": s.prompt,
-                     "edited_image": f"images/{stem}_out.png", "family": s.family})
+                     "edited_image": f"images/{stem}_out.png", "family": s.family, "args": list(s.args),
+                     "domain": s.domain})
     metadata = folder / "metadata.jsonl"
     metadata.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return metadata
+
+
+def _domains(config: BuildConfig, photos: dict[str, Image.Image], rng: np.random.Generator) -> dict:
+    """Input domains of the editor's training triplets: DOMAINS, plus a pool of real stage-1 outputs."""
+    if config.stage1 is None or config.edit_samples == 0:
+        return DOMAINS
+    import torch
+
+    from stylize_gan.checkpoint import load_generator
+    from stylize_gan.inference import stylize_pil
+    generator = load_generator(config.stage1).eval()
+    views = crops(photos, config.stage1_pool, config.edit_size, rng, config.min_scale)
+    with torch.inference_mode():
+        pool = [(name, stylize_pil(generator, view)) for name, view in tqdm(views, desc="stage-1 pool", unit="img")]
+    return {**DOMAINS, "stage1": pool}
 
 
 def main(config: BuildConfig) -> dict[str, int]:
@@ -138,9 +166,10 @@ def main(config: BuildConfig) -> dict[str, int]:
     _write_images(heldout_photo_views(config.test_crops, config.size, config.seed),
                   config.out / "gan" / "test" / "test_photo", "test_photo")
 
-    # Stage 2 (InstructPix2Pix triplets on cartoonized crops)
+    # Stage 2 (InstructPix2Pix triplets on photos and stage-1 styled crops)
     train = edit_samples({**content, **style}, config.edit_samples, config.edit_size, config.families,
-                         heldout=False, rng=edit_rng, min_scale=config.min_scale)
+                         heldout=False, rng=edit_rng, min_scale=config.min_scale, domains=_domains(config, {**content, **style}, edit_rng),
+                         shares={"recolour": config.recolour_share, "identity": config.identity_share})
     write_triplets(train, config.out / "edit" / "train", "edit/train")
     heldout = heldout_edit_samples(config.edit_heldout_per_family, config.edit_size, config.seed,
                                    config.families)

@@ -14,6 +14,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .colours import recolour, with_colour
+from .instructions import IDENTITY_HELDOUT, RECOLOUR_HELDOUT, RECOLOUR_TRAIN, draw_recolour, \
+    identity_train_phrasings
+
 # Sentence templates. "{}" takes an adjective ("make it warmer") or, for LOOK templates, a style
 # noun ("apply a sepia filter"). Train and held-out templates never share a full sentence.
 TRAIN_ADJ = ("make it {}", "turn the image {}", "{}", "make this {}", "make the picture {}",
@@ -31,17 +35,39 @@ HELDOUT_LOOK = ("use a {} style", "{} effect on this image")
 
 @dataclass(frozen=True)
 class EditFamily:
-    # exact ground truth: (H, W, 3) uint8 RGB -> (H, W, 3) uint8 RGB
-    apply: Callable[[np.ndarray], np.ndarray]
-    # instructions used to build training triplets
+    # exact ground truth: ((H, W, 3) uint8 RGB, *args) -> (H, W, 3) uint8 RGB
+    apply: Callable[..., np.ndarray]
+    # instructions (or, for drawn families, sentence templates) used to build training triplets
     train_phrasings: tuple[str, ...]
-    # instructions used only by the evaluation (never in training)
+    # instructions (or templates) used only by the evaluation (never in training)
     heldout_phrasings: tuple[str, ...]
+    # families with parameters draw (instruction, args) themselves, e.g. recolour's colour pair;
+    # None: a phrasing from the pools above and no args
+    draw: Callable[[np.random.Generator, bool], tuple[str, tuple]] | None = None
+    # adapts a source view so the args can apply (recolour: the view must contain the source colour);
+    # returns None when this view cannot be used
+    prepare: Callable[[np.ndarray, tuple], np.ndarray | None] | None = None
+    # args that make a sensible example (tests, docs)
+    example_args: tuple = ()
 
     def __post_init__(self):
         overlap = set(self.train_phrasings) & set(self.heldout_phrasings)
         if overlap:
             raise ValueError(f"held-out phrasings also used in training: {sorted(overlap)}")
+
+    def instruction(self, rng: np.random.Generator, heldout: bool) -> tuple[str, tuple]:
+        """(instruction, args) for one triplet: drawn, or a phrasing from the pool with no args."""
+        if self.draw is not None:
+            text, args = self.draw(rng, heldout)
+            return (text if heldout else wrap(text, rng)), args
+        pool = self.heldout_phrasings if heldout else self.train_phrasings
+        return pool[int(rng.integers(0, len(pool)))], ()
+
+
+def wrap(core: str, rng: np.random.Generator) -> str:
+    """A core instruction in a random training prefix and suffix (see TRAIN_PREFIXES)."""
+    return TRAIN_PREFIXES[int(rng.integers(0, len(TRAIN_PREFIXES)))] + core + \
+        TRAIN_SUFFIXES[int(rng.integers(0, len(TRAIN_SUFFIXES)))]
 
 
 def _phrasings(adjectives: tuple[str, ...], looks: tuple[str, ...], train_extra: tuple[str, ...],
@@ -133,9 +159,12 @@ def thermal(rgb: np.ndarray) -> np.ndarray:
 # --- the registry -----------------------------------------------------------------------------------
 EDIT_FAMILIES: dict[str, EditFamily] = {
     "black_and_white": EditFamily(black_and_white, **_phrasings(
-        ("black and white", "grayscale", "monochrome"), ("black and white", "grayscale"),
-        ("convert to grayscale", "remove the colors", "drop all the color"),
-        ("monochrome photo", "strip the colors out"))),
+        ("black and white", "grayscale", "greyscale", "monochrome", "colorless", "colourless", "desaturated",
+         "gray", "grey", "b&w"), ("black and white", "grayscale", "greyscale", "monochrome", "no color"),
+        ("convert to grayscale", "remove the colors", "drop all the color", "remove all colour", "no color",
+         "no colour", "without colour", "take the colour out", "only shades of gray", "desaturate it"),
+        ("monochrome photo", "strip the colors out", "no colour at all", "desaturate the photo",
+         "make it black & white", "take out every colour"))),
     "sepia": EditFamily(sepia, **_phrasings(
         ("sepia", "sepia toned", "old fashioned brown"), ("sepia", "vintage sepia"),
         ("convert to sepia", "make it look like an old brown photo"),
@@ -175,8 +204,30 @@ EDIT_FAMILIES: dict[str, EditFamily] = {
 }
 
 
-def apply_edit(family: str, rgb: np.ndarray) -> np.ndarray:
+def identity(rgb: np.ndarray) -> np.ndarray:
+    return rgb.copy()
+
+
+def _draw_identity(rng: np.random.Generator, heldout: bool) -> tuple[str, tuple]:
+    pool = IDENTITY_HELDOUT if heldout else _IDENTITY_TRAIN
+    return pool[int(rng.integers(0, len(pool)))], ()
+
+
+def _prepare_recolour(rgb: np.ndarray, args: tuple) -> np.ndarray | None:
+    return with_colour(rgb, args[0])
+
+
+_IDENTITY_TRAIN = identity_train_phrasings()
+# Local and "leave it alone" families (their README rows): recolour by colour name, and identity
+# for instructions outside the editor's reach.
+EDIT_FAMILIES["recolour"] = EditFamily(recolour, RECOLOUR_TRAIN, RECOLOUR_HELDOUT, draw=draw_recolour,
+                                       prepare=_prepare_recolour, example_args=("green", "blue"))
+EDIT_FAMILIES["identity"] = EditFamily(identity, _IDENTITY_TRAIN, IDENTITY_HELDOUT, draw=_draw_identity)
+GLOBAL_FAMILIES: tuple[str, ...] = tuple(f for f in EDIT_FAMILIES if f not in ("recolour", "identity"))
+
+
+def apply_edit(family: str, rgb: np.ndarray, *args) -> np.ndarray:
     """Ground-truth edit by family name; unknown names raise listing the valid ones."""
     if family not in EDIT_FAMILIES:
         raise ValueError(f"unknown edit family {family!r}; choose one of {', '.join(EDIT_FAMILIES)}")
-    return EDIT_FAMILIES[family].apply(rgb)
+    return EDIT_FAMILIES[family].apply(rgb, *args)

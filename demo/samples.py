@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -13,20 +14,34 @@ from .edits import EDIT_FAMILIES
 from .photos import HELDOUT, load_photo
 
 
+# Input domains of the editor's triplets: the chain edits stage-1 outputs, and `--skip-stylize` edits
+# photos directly. "stage1" (the bundled generator's real outputs) is added by the builder when a
+# generator is given; the procedural cartoon filter stands in for it everywhere else.
+Stylizer = Callable[[Image.Image], Image.Image]
+DOMAINS: dict[str, Stylizer] = {"photo": lambda img: img, "cartoon": cartoonize}
+# A domain may also be a prebuilt pool of (photo name, styled view) drawn with replacement: the stage-1
+# generator takes ~0.4 s per 128 px view on a CPU, too slow to run once per triplet.
+Pool = list[tuple[str, Image.Image]]
+
+
 @dataclass(frozen=True)
 class EditSample:
-    # (H, W, 3) uint8 RGB input: a cartoonized crop (the stage-1 style domain)
+    # (H, W, 3) uint8 RGB input: a photo crop or its stage-1 style
     source: np.ndarray
     # the instruction given to the editor
     prompt: str
-    # name in EDIT_FAMILIES; `EDIT_FAMILIES[family].apply(source)` is the exact target
+    # name in EDIT_FAMILIES; `EDIT_FAMILIES[family].apply(source, *args)` is the exact target
     family: str
     # which bundled photo the crop comes from (for reports)
     photo: str
+    # the family's parameters (recolour: source and target colour names)
+    args: tuple = ()
+    # which of DOMAINS made `source`
+    domain: str = "cartoon"
 
     @property
     def target(self) -> np.ndarray:
-        return EDIT_FAMILIES[self.family].apply(self.source)
+        return EDIT_FAMILIES[self.family].apply(self.source, *self.args)
 
 
 def load_photos(names: tuple[str, ...] | list[str]) -> dict[str, Image.Image]:
@@ -77,44 +92,85 @@ def heldout_photo_views(count: int, size: int, seed: int = 0) -> list[tuple[str,
     return views
 
 
-def edit_samples(photos: dict[str, Image.Image], count: int, size: int, families: tuple[str, ...],
-                 heldout: bool, rng: np.random.Generator, min_scale: float = 0.3) -> list[EditSample]:
-    """`count` triplets: cartoonized random crops, families balanced and shuffled, phrasings drawn at
-    random from the train set (heldout=False) or the held-out set (heldout=True)."""
+def family_plan(count: int, families: tuple[str, ...], shares: dict[str, float],
+                rng: np.random.Generator) -> list[str]:
+    """`count` family names in random order: each family in `shares` gets that fraction of the
+    samples, the rest are split evenly over the other families."""
     if not families:
         raise ValueError("families: need at least one edit family")
     unknown = [f for f in families if f not in EDIT_FAMILIES]
     if unknown:
         raise ValueError(f"families: unknown {unknown}; choose from {', '.join(EDIT_FAMILIES)}")
-    # Balanced then shuffled: every family gets count/F samples, in random order.
-    order = rng.permutation(np.arange(count) % len(families))
+    fixed = {f: int(round(count * shares[f])) for f in families if f in shares}
+    rest = [f for f in families if f not in fixed]
+    left = max(count - sum(fixed.values()), 0)
+    plan = [f for f, n in fixed.items() for _ in range(n)]
+    plan += [rest[i % len(rest)] for i in range(left)] if rest else []
+    return [plan[int(i)] for i in rng.permutation(len(plan))][:count]
+
+
+def _sample(family: str, view: Image.Image, domain: str, stylize: Stylizer, name: str, heldout: bool,
+            rng: np.random.Generator) -> EditSample | None:
+    spec = EDIT_FAMILIES[family]
+    prompt, args = spec.instruction(rng, heldout)
+    source = np.asarray(stylize(view).convert("RGB"))
+    if spec.prepare is not None:
+        source = spec.prepare(source, args)
+        if source is None:
+            return None
+    return EditSample(np.ascontiguousarray(source), prompt, family, name, args, domain)
+
+
+def edit_samples(photos: dict[str, Image.Image], count: int, size: int, families: tuple[str, ...],
+                 heldout: bool, rng: np.random.Generator, min_scale: float = 0.3,
+                 domains: dict[str, Stylizer | Pool] | None = None,
+                 shares: dict[str, float] | None = None) -> list[EditSample]:
+    """`count` triplets: random crops in a random input domain, families planned by `shares` and
+    shuffled, instructions from the training (heldout=False) or held-out (heldout=True) wording.
+    A view a family cannot use (recolour: no coloured pixels at all) is replaced by another crop."""
+    domains = domains or DOMAINS
+    names, domain_names = list(photos), list(domains)
     samples = []
-    views = crops(photos, count, size, rng, min_scale)
-    for (name, crop), fam_index in tqdm(list(zip(views, order)), desc="cartoonize edit inputs", unit="img"):
-        family = families[int(fam_index)]
-        spec = EDIT_FAMILIES[family]
-        pool = spec.heldout_phrasings if heldout else spec.train_phrasings
-        prompt = pool[int(rng.integers(0, len(pool)))]
-        samples.append(EditSample(np.asarray(cartoonize(crop)), prompt, family, name))
+    for i, family in enumerate(tqdm(family_plan(count, families, shares or {}, rng), desc="edit inputs",
+                                    unit="img")):
+        for attempt in range(50):
+            name = names[(i + attempt) % len(names)]
+            domain = domain_names[int(rng.integers(0, len(domain_names)))]
+            made = domains[domain]
+            if isinstance(made, list):
+                name, view = made[int(rng.integers(0, len(made)))]
+                made = DOMAINS["photo"]
+            else:
+                view = random_crop(photos[name], size, rng, min_scale)
+            sample = _sample(family, view, domain, made, name, heldout, rng)
+            if sample is not None:
+                samples.append(sample)
+                break
+        else:
+            raise ValueError(f"{family}: no usable view in 50 crops of {names}")
     return samples
 
 
 def heldout_edit_samples(per_family: int, size: int, seed: int = 0,
                          families: tuple[str, ...] = tuple(EDIT_FAMILIES)) -> list[EditSample]:
-    """Evaluation triplets from held-out photos and held-out phrasings, `per_family` per family.
-    Phrasings are cycled (not drawn) so a small `per_family` still covers different wordings."""
+    """Evaluation triplets from held-out photos and held-out wording, `per_family` per family,
+    alternating plain photos and their cartoon. The first views are the photos' centred squares."""
     photos = load_photos(HELDOUT)
     rng = np.random.default_rng(seed)
-    names = list(photos)
+    names, domain_names = list(photos), list(DOMAINS)
     samples = []
     for f_index, family in enumerate(families):
-        pool = EDIT_FAMILIES[family].heldout_phrasings
-        start = int(rng.integers(0, len(pool)))
-        for i in range(per_family):
+        made = 0
+        for i in range(per_family * 50):
+            if made == per_family:
+                break
             # Offset by family index so the first samples of all families do not share one photo.
             name = names[(i + f_index) % len(names)]
             view = center_square(photos[name], size) if i < len(names) else \
                 random_crop(photos[name], size, rng, min_scale=0.5)
-            samples.append(EditSample(np.asarray(cartoonize(view)), pool[(start + i) % len(pool)],
-                                      family, name))
+            domain = domain_names[(i + f_index) % len(domain_names)]
+            sample = _sample(family, view, domain, DOMAINS[domain], name, True, rng)
+            if sample is not None:
+                samples.append(sample)
+                made += 1
     return samples

@@ -9,7 +9,8 @@ from demo.edits import EDIT_FAMILIES
 
 TINY = ["--gan-crops", "3", "--style-crops", "2", "--test-crops", "4", "--size", "32",
         "--edit-samples", "6", "--edit-heldout-per-family", "1", "--edit-size", "24",
-        "--families", "invert", "sepia", "thermal"]
+        "--families", "invert", "sepia", "thermal", "recolour", "identity",
+        "--stage1", "checkpoints/gan/cartoon.safetensors", "--stage1-pool", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +32,25 @@ def test_gan_layout(built):
         assert all(Image.open(f).size == (32, 32) for f in files)
 
 
-@pytest.mark.parametrize("split,n", [("train", 6), ("heldout", 3)])
+@pytest.mark.parametrize("split,n", [("train", 6), ("heldout", 5)])
 def test_edit_metadata_parses_and_files_exist(built, split, n):
+    from demo.colours import COLOURS, HELDOUT_PAIRS
     folder = built / "edit" / split
     rows = _rows(folder / "metadata.jsonl")
     assert len(rows) == n
     for row in rows:
-        assert set(row) == {"input_image", "edit_prompt", "edited_image", "family"}
-        assert row["family"] in ("invert", "sepia", "thermal")
+        assert set(row) == {"input_image", "edit_prompt", "edited_image", "family", "args", "domain"}
+        assert row["family"] in ("invert", "sepia", "thermal", "recolour", "identity")
         pool = EDIT_FAMILIES[row["family"]]
-        assert row["edit_prompt"] in (pool.train_phrasings if split == "train" else pool.heldout_phrasings)
+        if row["family"] == "recolour":  # drawn: both colours named, held-out pairs only in held-out rows
+            source, target = row["args"]
+            assert any(w in row["edit_prompt"] for w in COLOURS[source].names), row
+            assert any(w in row["edit_prompt"] for w in COLOURS[target].names), row
+            assert ((source, target) in HELDOUT_PAIRS) == (split == "heldout")
+        elif row["family"] == "identity" and split == "train":
+            assert any(row["edit_prompt"].endswith(p) or p in row["edit_prompt"] for p in pool.train_phrasings)
+        else:
+            assert row["edit_prompt"] in (pool.train_phrasings if split == "train" else pool.heldout_phrasings)
         for key in ("input_image", "edited_image"):
             assert Image.open(folder / row[key]).size == (24, 24)
 
@@ -51,7 +61,15 @@ def test_targets_are_the_exact_edit(built):
     for row in _rows(folder / "metadata.jsonl"):
         src = np.asarray(Image.open(folder / row["input_image"]).convert("RGB"))
         out = np.asarray(Image.open(folder / row["edited_image"]).convert("RGB"))
-        assert np.array_equal(EDIT_FAMILIES[row["family"]].apply(src), out)
+        assert np.array_equal(EDIT_FAMILIES[row["family"]].apply(src, *row["args"]), out)
+
+
+def test_train_shares_and_domains(built):
+    rows = _rows(built / "edit" / "train" / "metadata.jsonl")
+    families = [r["family"] for r in rows]
+    # 6 triplets: recolour round(6 * 0.35) = 2, identity round(0.6) = 1, one each of the three filters
+    assert families.count("recolour") == 2 and families.count("identity") == 1
+    assert {r["domain"] for r in rows} <= {"photo", "cartoon", "stage1"}
 
 
 def test_heldout_uses_only_heldout_photos(built):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from demo.cartoon import cartoonize
-from demo.edits import EDIT_FAMILIES, EditFamily, apply_edit, black_and_white
+from demo.edits import EDIT_FAMILIES, GLOBAL_FAMILIES, EditFamily, apply_edit, black_and_white
 from demo.photos import load_photo
 from demo.samples import center_square
 
@@ -20,16 +20,24 @@ def test_at_least_ten_families():
     assert len(EDIT_FAMILIES) >= 10
 
 
-@pytest.mark.parametrize("name", list(EDIT_FAMILIES))
+@pytest.mark.parametrize("name", [*GLOBAL_FAMILIES, "recolour"])
 def test_family_is_exact_strong_and_shape_preserving(name, image):
     fam = EDIT_FAMILIES[name]
-    out = fam.apply(image.copy())
+    args = fam.example_args
+    if fam.prepare is not None:
+        image = fam.prepare(image, args)  # recolour: a view that holds the source colour
+    out = fam.apply(image.copy(), *args)
     assert out.shape == image.shape and out.dtype == np.uint8
-    assert np.array_equal(out, fam.apply(image.copy()))
+    assert np.array_equal(out, fam.apply(image.copy(), *args))
     change = np.abs(out.astype(float) - image).mean() / 255
     assert change > 0.04, f"{name} changes the image by only {change:.3f}"
     # odd sizes work too (the editor may see any resolution)
-    assert fam.apply(image[:37, :51]).shape == (37, 51, 3)
+    assert fam.apply(image[:37, :51], *args).shape == (37, 51, 3)
+
+
+def test_identity_family_leaves_the_image_alone(image):
+    out = apply_edit("identity", image)
+    assert np.array_equal(out, image) and out is not image
 
 
 @pytest.mark.parametrize("name", list(EDIT_FAMILIES))

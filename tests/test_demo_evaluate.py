@@ -96,3 +96,20 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
         assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "nothing to evaluate" in err and "missing.safetensors" in err and "--size" in err
+
+
+def test_recolour_and_identity_are_judged_per_edit():
+    from demo.samples import heldout_edit_samples
+    samples = heldout_edit_samples(3, 32, 0, ("recolour", "identity"))
+    answers = {(s.prompt, s.source.tobytes()): s.target for s in samples}
+
+    def knows_the_answer(img, prompt):
+        return Image.fromarray(answers[(prompt, np.asarray(img).tobytes())])
+    good = ev.edit_report(samples, knows_the_answer)["families"]
+    assert good["recolour"]["success_rate"] == 1.0 and good["identity"]["success_rate"] == 1.0
+    assert good["recolour"]["mean_hit"] == 1.0 and good["recolour"]["mean_spill"] == 0.0
+    lazy = ev.edit_report(samples, identity_edit)
+    assert not lazy["pass"] and lazy["families"]["recolour"]["success_rate"] == 0.0
+    assert lazy["families"]["identity"]["pass"]  # leaving the image alone is right for unknown edits
+    table = ev.format_table({"edit": lazy})
+    assert "| 2: edit | recolour | 3 |" in table and "| 0% | NO |" in table and "| - | 100% | yes |" in table
