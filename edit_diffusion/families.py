@@ -50,6 +50,9 @@ class Family:
     cfg_text_is: str                      # what --cfg-text sets, for messages and the README
     cfg_image: float | None               # None: the model has no image guidance, --cfg-image is refused
     call: Callable[..., dict]             # (resolved settings, width, height) -> __call__ kwargs
+    # the web app's Randomize range for --cfg-text: around the model card's default (InstructPix2Pix's 6-9 around
+    # 7.5 would be far off for these: 2-4x their recommended guidance)
+    cfg_text_random: tuple[float, float]
     own_schedulers: bool = False          # our --scheduler choices apply (epsilon models, not flow matching)
     bf16: bool = False                    # `--dtype auto` on CUDA is bf16 (fp16 overflows in these transformers)
     licence: str | None = None            # named once when loaded
@@ -58,17 +61,17 @@ class Family:
 
 FAMILIES = {
     "StableDiffusionXLInstructPix2PixPipeline": Family(
-        "SDXL InstructPix2Pix", 30, 3.0, "guidance_scale (text)", 1.5, _sdxl_call, own_schedulers=True,
-        training="sdxl_ip2p"),
+        "SDXL InstructPix2Pix", 30, 3.0, "guidance_scale (text)", 1.5, _sdxl_call, cfg_text_random=(2.5, 4.0),
+        own_schedulers=True, training="sdxl_ip2p"),
     "FluxKontextPipeline": Family(
-        "FLUX.1 Kontext", 28, 2.5, "guidance_scale (distilled guidance embedding)", None, _kontext_call, bf16=True,
-        licence=KONTEXT_LICENCE, training="kontext"),
+        "FLUX.1 Kontext", 28, 2.5, "guidance_scale (distilled guidance embedding)", None, _kontext_call,
+        cfg_text_random=(2.0, 3.5), bf16=True, licence=KONTEXT_LICENCE, training="kontext"),
     "QwenImageEditPipeline": Family(
-        "Qwen-Image-Edit", 50, 4.0, "true_cfg_scale (with a blank negative prompt)", None, _qwen_call, bf16=True,
-        training="qwen"),
+        "Qwen-Image-Edit", 50, 4.0, "true_cfg_scale (with a blank negative prompt)", None, _qwen_call,
+        cfg_text_random=(3.0, 5.0), bf16=True, training="qwen"),
     "QwenImageEditPlusPipeline": Family(
         "Qwen-Image-Edit-2509", 40, 4.0, "true_cfg_scale (with a blank negative prompt)", None, _qwen_call,
-        bf16=True, training="qwen"),
+        cfg_text_random=(3.0, 5.0), bf16=True, training="qwen"),
 }
 _licences_named: set[str] = set()
 

@@ -175,20 +175,24 @@ def test_web_app_runs_every_family_and_hides_controls_it_has_no_use_for(modern_h
     ctx = load_context(modern.SDXL_IP2P, None, "cpu", dtype="fp32")
     assert (ctx.defaults.steps, ctx.defaults.cfg_text, ctx.defaults.cfg_image) == (30, 3.0, 1.5)
     assert ctx.unused == {}  # SDXL-IP2P keeps every control
+    assert_randomize_draws_around_the_default(ctx, (2.5, 4.0))
     source = tmp_path / "in.png"
     photo().save(source)
-    for repo, steps, cfg_text in ((modern.KONTEXT, 28, 2.5), (modern.QWEN_EDIT, 50, 4.0)):
+    for repo, steps, cfg_text, cfg_range in ((modern.KONTEXT, 28, 2.5, (2.0, 3.5)),
+                                             (modern.QWEN_EDIT, 50, 4.0, (3.0, 5.0))):
         ctx = load_context(repo, None, "cpu", dtype="fp32")
         d = ctx.defaults
         assert (d.steps, d.cfg_text, d.cfg_image, d.scheduler) == (steps, cfg_text, None, None)
         assert set(ctx.unused) == {"cfg_image", "scheduler"}
+        assert_randomize_draws_around_the_default(ctx, cfg_range)
         request = handlers.EditRequest(
-            image=str(source), style=NO_STYLE, instruction="make it red", steps=2, steps_mode=FIX, cfg_text=d.cfg_text,
-            cfg_text_mode=FIX, cfg_image=d.cfg_image, cfg_image_mode=FIX, seed=3, seed_mode=FIX, scheduler=d.scheduler,
-            variants=2, resolution=WORK)
+            image=str(source), style=NO_STYLE, instruction="make it red", steps=2, steps_mode=FIX, cfg_text=None,
+            cfg_text_mode=RANDOMIZE, cfg_image=d.cfg_image, cfg_image_mode=FIX, seed=3, seed_mode=FIX,
+            scheduler=d.scheduler, variants=2, resolution=WORK)
         _, edited, used_steps, used_cfg_text, used_cfg_image, seed = handlers.edit(ctx, request, rng=random.Random(0))
         assert [img.size for img in edited] == [photo().size] * 2  # 56 x 40 in, 56 x 40 out
-        assert (used_steps, used_cfg_text, used_cfg_image, seed) == (2, cfg_text, None, 3)
+        assert (used_steps, used_cfg_image, seed) == (2, None, 3)
+        assert cfg_range[0] <= used_cfg_text <= cfg_range[1]  # Randomize: the family's range, not 6-9
         for sent in (dict(cfg_image=1.5), dict(cfg_image_mode=RANDOMIZE), dict(scheduler="ddim")):
             with pytest.raises(gr.Error, match="has no image guidance|its own FlowMatch"):
                 handlers.edit(ctx, replace(request, **sent))
@@ -196,6 +200,24 @@ def test_web_app_runs_every_family_and_hides_controls_it_has_no_use_for(modern_h
         assert [shown(by_id[name]) for name in ("cfg-image", "cfg-image-mode", "scheduler", "cfg-text")] == [
             False, False, False, True]  # the page hides both controls and says why
         assert "no image guidance" in by_id["unused-controls-note"].value
+
+
+def assert_randomize_draws_around_the_default(ctx, cfg_range: tuple[float, float]) -> None:
+    """Randomize draws text guidance over the family's range, which holds its default (InstructPix2Pix's 6-9 would
+    be 2-4x the recommended guidance of these models)."""
+    import random
+
+    from webapp import handlers
+    from webapp.context import FIX, NO_STYLE, RANDOMIZE
+    d = ctx.defaults
+    request = handlers.EditRequest(
+        image=None, style=NO_STYLE, instruction="x", steps=2, steps_mode=FIX, cfg_text=None, cfg_text_mode=RANDOMIZE,
+        cfg_image=d.cfg_image, cfg_image_mode=FIX, seed=0, seed_mode=FIX, scheduler=d.scheduler, variants=1,
+        resolution=WORK)
+    rng = random.Random(0)
+    draws = [handlers.pick_values(request, d, rng, ctx.unused, ctx.cfg_text_range)[1] for _ in range(200)]
+    assert ctx.cfg_text_range == cfg_range and cfg_range[0] <= d.cfg_text <= cfg_range[1]
+    assert cfg_range[0] <= min(draws) < cfg_range[0] + 0.1 and cfg_range[1] - 0.1 < max(draws) <= cfg_range[1]
 
 
 def shown(block) -> bool:

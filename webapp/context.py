@@ -23,6 +23,9 @@ DEFAULT_SEED = 1371
 MAX_VARIANTS = 4
 MIN_RESOLUTION, MAX_RESOLUTION, RESOLUTION_STEP = 64, 1024, 64  # slider for the long-side cap
 MAX_STEPS = 500
+# Randomize range of text guidance for SD 1.5 InstructPix2Pix editors (the original app, edit_app.py); the modern
+# families carry their own around their defaults (families.Family.cfg_text_random)
+CFG_TEXT_RANGE = (6.0, 9.0)
 # Edits served at once: the Editor keeps no per-call state (own scheduler and generators per edit), so two
 # can share it; more would mostly queue for the same cores / GPU and multiply peak memory.
 EDIT_CONCURRENCY = 2
@@ -72,6 +75,7 @@ class AppContext:
     # Controls that mean nothing to the loaded editor -> why (Kontext / Qwen: image guidance, scheduler): hidden
     # in the page with this note, and an edit request that sets one anyway is refused, never silently ignored
     unused: dict[str, str] = field(default_factory=dict)
+    cfg_text_range: tuple[float, float] = CFG_TEXT_RANGE  # Randomize draws text guidance from here
 
 
 def default_controls(editor, style: str) -> Controls:
@@ -88,6 +92,11 @@ def default_controls(editor, style: str) -> Controls:
 def unused_controls(editor) -> dict[str, str]:
     """Settings the editor's family has no use for -> why (none for SD 1.5 and SDXL InstructPix2Pix)."""
     return unused_settings(editor.family) if isinstance(editor, FamilyEditor) else {}
+
+
+def cfg_text_range(editor) -> tuple[float, float]:
+    """Where Randomize draws text guidance for this editor: its family's range, else InstructPix2Pix's."""
+    return editor.family.cfg_text_random if isinstance(editor, FamilyEditor) else CFG_TEXT_RANGE
 
 
 def editor_defaults(editor) -> EditSettings:
@@ -138,7 +147,8 @@ def load_context(editor: str | None = None, gan_checkpoint: str | None = None, d
     else:
         style = DEFAULT_STYLE if DEFAULT_STYLE in generators else NO_STYLE
     return AppContext(editor=edit_model, generators=generators, defaults=default_controls(edit_model, style),
-                      limits=limits or UploadLimits(), examples=pictures, unused=unused_controls(edit_model))
+                      limits=limits or UploadLimits(), examples=pictures, unused=unused_controls(edit_model),
+                      cfg_text_range=cfg_text_range(edit_model))
 
 
 def scheduler_choices() -> list[str]:

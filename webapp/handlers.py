@@ -17,11 +17,11 @@ from common.errors import UserInputError, one_line
 from common.images import load_image
 from edit_diffusion.editor import EditSettings
 
-from .context import FIX, RANDOMIZE, AppContext, Controls, UploadLimits
+from .context import CFG_TEXT_RANGE, FIX, RANDOMIZE, AppContext, Controls, UploadLimits
 
-# Randomize ranges of the original InstructPix2Pix app (edit_app.py): seed, text and image guidance.
+# Randomize ranges of the original InstructPix2Pix app (edit_app.py): seed and image guidance (text guidance: per
+# editor family, AppContext.cfg_text_range; InstructPix2Pix's is context.CFG_TEXT_RANGE).
 SEED_RANGE = (0, 100_000)
-CFG_TEXT_RANGE = (6.0, 9.0)
 CFG_IMAGE_RANGE = (1.2, 1.8)
 # The original has no random steps; ours are drawn from [d * (1 - spread), d * (1 + spread)] around the
 # editor's default d.
@@ -123,15 +123,16 @@ def refuse_unused(request: EditRequest, unused: dict[str, str]) -> None:
             raise UserInputError(f"{label}: {why}; leave it empty")
 
 
-def pick_values(request: EditRequest, defaults: Controls, rng: random.Random,
-                unused: dict[str, str] | None = None) -> tuple[int, float, float | None, int]:
-    """(steps, text guidance, image guidance, seed) to use: each fixed from the UI or drawn at random; image
-    guidance is None for an editor without it (`unused`, see refuse_unused)."""
+def pick_values(request: EditRequest, defaults: Controls, rng: random.Random, unused: dict[str, str] | None = None,
+                cfg_text_range: tuple[float, float] = CFG_TEXT_RANGE) -> tuple[int, float, float | None, int]:
+    """(steps, text guidance, image guidance, seed) to use: each fixed from the UI or drawn at random (text
+    guidance from the editor family's range); image guidance is None for an editor without it (`unused`, see
+    refuse_unused)."""
     low = max(1, round(defaults.steps * (1 - STEPS_SPREAD)))
     high = max(low, round(defaults.steps * (1 + STEPS_SPREAD)))
     steps = _choose("steps", request.steps_mode, request.steps, lambda: rng.randint(low, high))
     cfg_text = _choose("text guidance", request.cfg_text_mode, request.cfg_text,
-                       lambda: round(rng.uniform(*CFG_TEXT_RANGE), 2))
+                       lambda: round(rng.uniform(*cfg_text_range), 2))
     cfg_image = None
     if "cfg_image" not in (unused or {}):
         cfg_image = float(_choose("image guidance", request.cfg_image_mode, request.cfg_image,
@@ -160,7 +161,8 @@ def edit(ctx: AppContext, request: EditRequest, progress: Progress | None = None
             raise UserInputError(EMPTY_INSTRUCTION)
         generator = _generator(ctx, request.style)
         refuse_unused(request, ctx.unused)
-        steps, cfg_text, cfg_image, seed = pick_values(request, ctx.defaults, rng or random.Random(), ctx.unused)
+        steps, cfg_text, cfg_image, seed = pick_values(request, ctx.defaults, rng or random.Random(), ctx.unused,
+                                                       ctx.cfg_text_range)
         settings = EditSettings(steps=steps, cfg_text=cfg_text, cfg_image=cfg_image, seed=seed,
                                 scheduler=request.scheduler, resolution=int(request.resolution),
                                 num_variants=int(request.variants))
