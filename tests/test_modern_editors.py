@@ -176,6 +176,7 @@ def test_web_app_runs_every_family_and_hides_controls_it_has_no_use_for(modern_h
     assert (ctx.defaults.steps, ctx.defaults.cfg_text, ctx.defaults.cfg_image) == (30, 3.0, 1.5)
     assert ctx.unused == {}  # SDXL-IP2P keeps every control
     assert_randomize_draws_around_the_default(ctx, (2.5, 4.0))
+    titles = {modern.SDXL_IP2P: next(c.value for c in build_ui(ctx).blocks.values() if c.elem_id == "title")}
     source = tmp_path / "in.png"
     photo().save(source)
     for repo, steps, cfg_text, cfg_range in ((modern.KONTEXT, 28, 2.5, (2.0, 3.5)),
@@ -200,6 +201,11 @@ def test_web_app_runs_every_family_and_hides_controls_it_has_no_use_for(modern_h
         assert [shown(by_id[name]) for name in ("cfg-image", "cfg-image-mode", "scheduler", "cfg-text")] == [
             False, False, False, True]  # the page hides both controls and says why
         assert "no image guidance" in by_id["unused-controls-note"].value
+        titles[repo] = by_id["title"].value
+    # the page title names the loaded family
+    assert titles == {modern.SDXL_IP2P: "## stylize-edit: photo → style (GAN) → instruction edit (SDXL InstructPix2Pix)",
+                      modern.KONTEXT: "## stylize-edit: photo → style (GAN) → instruction edit (FLUX.1 Kontext)",
+                      modern.QWEN_EDIT: "## stylize-edit: photo → style (GAN) → instruction edit (Qwen-Image-Edit)"}
 
 
 def assert_randomize_draws_around_the_default(ctx, cfg_range: tuple[float, float]) -> None:

@@ -258,6 +258,8 @@ def test_build_ui_wires_the_handlers(ctx):
     assert {"input-image", "style", "instruction", "edit-button", "reset-button", "steps", "steps-mode", "cfg-text",
             "cfg-text-mode", "cfg-image", "cfg-image-mode", "seed", "seed-mode", "scheduler", "variants",
             "resolution", "stylized", "edited"} <= ids
+    title = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "title")
+    assert title.value.endswith("instruction edit (InstructPix2Pix)")  # an SD 1.5 editor (other families: their name)
     edit_events = [f for f in demo.fns.values() if f.name == "on_edit"]
     assert edit_events and all(len(f.inputs) == len(fields(handlers.EditRequest)) for f in edit_events)
     # gradio injects gr.Progress only as the default of a positional parameter

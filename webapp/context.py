@@ -94,6 +94,11 @@ def unused_controls(editor) -> dict[str, str]:
     return unused_settings(editor.family) if isinstance(editor, FamilyEditor) else {}
 
 
+def editor_label(editor) -> str:
+    """The editor's family as the page title names it (our own sampler runs SD 1.5 InstructPix2Pix editors)."""
+    return editor.family.label if isinstance(editor, FamilyEditor) else "InstructPix2Pix"
+
+
 def cfg_text_range(editor) -> tuple[float, float]:
     """Where Randomize draws text guidance for this editor: its family's range, else InstructPix2Pix's."""
     return editor.family.cfg_text_random if isinstance(editor, FamilyEditor) else CFG_TEXT_RANGE

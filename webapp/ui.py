@@ -13,7 +13,7 @@ from edit_diffusion.editor import EditSettings
 from . import handlers
 from .context import (EDIT_CONCURRENCY, MAX_RESOLUTION, MAX_STEPS, MAX_VARIANTS, MIN_RESOLUTION, MODES,
                       RESOLUTION_STEP, AppContext)
-from .context import Controls, scheduler_choices
+from .context import Controls, editor_label, scheduler_choices
 
 # Bounds of the numeric settings come from EditSettings, the same metadata the --steps/--cfg-text/... flags use.
 SETTINGS = {f.name: f.metadata for f in fields(EditSettings)}
@@ -21,7 +21,7 @@ SETTINGS = {f.name: f.metadata for f in fields(EditSettings)}
 NUMBERS = {"steps": ("Steps", dict(precision=0, maximum=MAX_STEPS)), "cfg_text": ("Text guidance", dict(step=0.1)),
            "cfg_image": ("Image guidance", dict(step=0.1)), "seed": ("Seed", dict(precision=0))}
 IMAGE_HEIGHT = 360  # px on the page; the files keep their own size
-TITLE = "stylize-edit: photo → style (GAN) → instruction edit (InstructPix2Pix)"
+TITLE = "stylize-edit: photo → style (GAN) → instruction edit ({editor})"  # the loaded editor's family
 
 
 class UploadImage(gr.Image):
@@ -49,7 +49,7 @@ def build_ui(ctx: AppContext) -> gr.Blocks:
     """Lay out the page and wire every event to its handler."""
     d = ctx.defaults
     with gr.Blocks(title="stylize-edit", analytics_enabled=False) as demo:
-        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(f"## {TITLE.format(editor=editor_label(ctx.editor))}", elem_id="title")
         with gr.Row():
             with gr.Column():
                 image = UploadImage(label="Input image", type="filepath", sources=["upload"], height=IMAGE_HEIGHT,
