@@ -60,10 +60,13 @@ def _frozen_to_save(config) -> list[str]:
     return names
 
 
-def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -> Path:
+def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema,
+                    extra: dict[str, tuple[dict, dict]] | None = None) -> Path:
     """Write checkpoint-<step> and prune to --checkpoints_total_limit. Called on every rank (accelerate writes
     each rank's RNG state). The folder is filled under a temporary name and renamed when complete, so a run
-    killed mid-save leaves the previous checkpoints as they were and `latest` never finds half a folder."""
+    killed mid-save leaves the previous checkpoints as they were and `latest` never finds half a folder.
+    `extra`: file name -> (tensors, string metadata) written beside accelerate's state (the modern families'
+    loop keeps its trained weights there: accelerate would save the whole frozen base with them)."""
     path = out_dir / f"checkpoint-{step}"
     tmp = out_dir / f".{path.name}.tmp"
     if accelerator.is_main_process and tmp.exists():
@@ -78,6 +81,8 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, config, parts, ema) -
             tensors = {f"shadow.{i:05d}": p for i, p in enumerate(shadow)}
             save_tensors(tensors, tmp / "ema.safetensors",
                          metadata={"optimization_step": str(ema.optimization_step), "decay": str(ema.decay)})
+        for name, (tensors, metadata) in (extra or {}).items():
+            save_tensors(tensors, tmp / name, metadata=metadata)
     accelerator.wait_for_everyone()  # every rank's files are in tmp
     if accelerator.is_main_process:
         # written last: marks a complete save, and its manifest lets a resume refuse damaged or swapped files

@@ -1,41 +1,50 @@
 """Fine-tuning the modern editors on our triplets (input_image, edit_prompt, edited_image; every data source of
-read_triplets): a LoRA for FLUX.1 Kontext (the input as its context image, rectified-flow loss, as diffusers'
-train_dreambooth_lora_flux_kontext.py), a LoRA for Qwen-Image-Edit (the same loss with Qwen's VL prompt and
-packed context latents: diffusers has no script), full or LoRA fine-tuning of SDXL InstructPix2Pix (the input's
-latents concatenated to the noisy ones, InstructPix2Pix §3.2; an SDXL text-to-image base gets its conv_in
-widened to 8 channels first, as for SD 1.5). LoRAs are saved with the pipeline's own saver
+read_triplets): a LoRA for FLUX.1 Kontext and for Qwen-Image-Edit, full or LoRA fine-tuning of SDXL InstructPix2Pix
+(an SDXL text-to-image base gets its conv_in widened to 8 channels first, as for SD 1.5); the losses are in
+family_losses.py. The loop is the trainers' shared skeleton (common/training.py: non-finite guard, TensorBoard
+writer, stop report, result) with resumable checkpoints (checkpointing.py: accelerate's optimizer / LR-schedule /
+RNG files plus the trained weights only). LoRAs are saved with the pipeline's own saver
 (`pytorch_lora_weights.safetensors`, read by `pipe.load_lora_weights` and by `--editor ... --lora`)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers.training_utils import compute_density_for_timestep_sampling
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from common.checkpoints import save_json
-from common.errors import TrainingStopped, UserInputError
-from common.training import train_result
+from common.checkpoints import load_tensors, read_metadata, save_json
+from common.errors import UserInputError
+from common.interrupt import GracefulStop
+from common.tensorboard import log_scalars
+from common.training import NonFiniteGuard, open_writer, seed_rank, train_result
 
+from . import checkpointing as ckpt
 from .data import Columns, joint_crop_flip, read_triplets, to_uint8_pair
 from .families import FAMILIES, Family, family_of, read_model_index
+from .family_losses import LOSSES
 from .lora import LORA_TARGETS, LORA_WEIGHTS
 
 logger = logging.getLogger(__name__)
 # Base models each recipe also starts from (text-to-image SDXL: conv_in widened to an editor's 8 channels)
 TRAIN_BASES = {"StableDiffusionXLPipeline": "StableDiffusionXLInstructPix2PixPipeline"}
-KONTEXT_TRAIN_GUIDANCE = 1.0  # distilled-guidance input while training (diffusers' Kontext LoRA example: --guidance_scale=1)
 # Flags this loop honours; any other flag set away from its default is refused (never silently ignored)
 HONOURED = {"pretrained_model_name_or_path", "dataset_name", "train_data_dir", "original_image_column",
             "edit_prompt_column", "edited_image_column", "max_train_samples", "resolution", "center_crop",
             "random_flip", "train_batch_size", "num_train_epochs", "max_train_steps", "learning_rate", "adam_beta1",
             "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm", "lora_rank", "seed", "output_dir",
-            "dataset_config_name", "cache_dir", "revision", "allow_overwrite_bundled", "max_nonfinite_steps"}
+            "dataset_config_name", "cache_dir", "revision", "allow_overwrite_bundled", "max_nonfinite_steps",
+            "lr_scheduler", "lr_warmup_steps", "checkpointing_steps", "checkpoints_total_limit",
+            "resume_from_checkpoint", "logging_dir"}
+RESUME_HINT = "--resume_from_checkpoint latest"  # how a stopped run continues
+TRAINED_FILE = "trained.safetensors"  # in checkpoint-<step>/: the trained weights (accelerate would save the base too)
+NOISE_STATE = "noise_generator_state"  # TRAINED_FILE entry: the loss generator's state (uint8)
 
 
 def family_to_train(config) -> str | None:
@@ -62,8 +71,8 @@ def check_flags(config, family: Family) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         if getattr(config, f.name) != default:
             raise UserInputError(f"--{f.name} is not used when fine-tuning {family.label} (train_edit.py's loop for "
-                                 "it honours the data, resolution, batch, steps, optimiser, --lora_rank and "
-                                 "--seed flags); leave it out")
+                                 "it honours the data, resolution, batch, steps, optimiser, LR schedule, "
+                                 "checkpoint / resume, --logging_dir, --lora_rank and --seed flags); leave it out")
     if config.lora_rank is None and family.training != "sdxl_ip2p":
         raise UserInputError(f"{family.label} is fine-tuned as a LoRA only; give --lora_rank (e.g. 16)")
 
@@ -85,110 +94,11 @@ class PairData(torch.utils.data.Dataset):
         return pixels[0], pixels[1], self.triplets[index].edit_prompt
 
 
-# --- per-family losses: (pipe, input pixels, edited pixels, prompts, generator) -> scalar ---------------------
-
-def _flow_noise(latents: torch.Tensor, scheduler, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rectified flow (SD3 / Flux): x_t = (1 - sigma) x_0 + sigma noise, target noise - x_0; sigma one of the
-    scheduler's training sigmas, drawn uniformly (diffusers' scripts, weighting "none"; with dynamic shifting, as
-    Kontext and Qwen, they are unshifted). Returns (noisy, sigmas = timesteps / 1000, target)."""
-    b = latents.shape[0]
-    u = compute_density_for_timestep_sampling("none", b, generator=generator)
-    indices = (u * scheduler.config.num_train_timesteps).long()
-    sigmas = type(scheduler).from_config(scheduler.config).sigmas[indices]  # a fresh copy: never set_timesteps'd
-    sigmas = sigmas.to(latents.device, latents.dtype).view(b, *[1] * (latents.ndim - 1))
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-    return (1 - sigmas) * latents + sigmas * noise, sigmas.flatten(), noise - latents
-
-
-def kontext_loss(pipe, source, edited, prompts, generator) -> torch.Tensor:
-    """diffusers' Kontext LoRA step: edited latents noised, the input's latents appended as context tokens
-    (their position ids' first axis set to 1), prediction over the edited tokens only."""
-    device, dtype = pipe.transformer.device, pipe.transformer.dtype
-    with torch.no_grad():
-        prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompts, prompt_2=None, device=device)
-        target_latents = pipe._encode_vae_image(edited.to(device, pipe.vae.dtype), None).to(dtype)
-        context = pipe._encode_vae_image(source.to(device, pipe.vae.dtype), None).to(dtype)
-    b, c, h, w = target_latents.shape
-    noisy, sigmas, target = _flow_noise(target_latents, pipe.scheduler, generator)
-    ids = pipe._prepare_latent_image_ids(b, h // 2, w // 2, device, dtype)
-    context_ids = ids.clone()
-    context_ids[..., 0] = 1
-    tokens = pipe._pack_latents(noisy, b, c, h, w)
-    hidden = torch.cat([tokens, pipe._pack_latents(context, b, c, h, w)], dim=1)
-    guidance = (torch.full((b,), KONTEXT_TRAIN_GUIDANCE, device=device, dtype=dtype)
-                if pipe.transformer.config.guidance_embeds else None)
-    pred = pipe.transformer(hidden_states=hidden, timestep=sigmas, guidance=guidance, pooled_projections=pooled,
-                            encoder_hidden_states=prompt_embeds, txt_ids=text_ids,
-                            img_ids=torch.cat([ids, context_ids], dim=0), return_dict=False)[0]
-    pred = pred[:, :tokens.shape[1]]  # (B, h/2 * w/2, 4C): the edited image's tokens
-    return torch.nn.functional.mse_loss(pred.float(), pipe._pack_latents(target, b, c, h, w).float())
-
-
-def qwen_loss(pipe, source, edited, prompts, generator) -> torch.Tensor:
-    """Our Qwen-Image-Edit step: the prompt encoded with the input image by Qwen2.5-VL (as the pipeline does),
-    edited latents noised, the input's latents appended as context tokens, rectified-flow target."""
-    from PIL import Image
-    device, dtype = pipe.transformer.device, pipe.transformer.dtype
-    pictures = [Image.fromarray(((s.permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy()) for s in source]
-    with torch.no_grad():
-        embeds, mask = _qwen_prompts(pipe, list(prompts), pictures, device)
-        # the VAE is a video VAE: (B, 3, frames=1, H, W)
-        target_latents = pipe._encode_vae_image(edited[:, :, None].to(device, pipe.vae.dtype), None).to(dtype)
-        context = pipe._encode_vae_image(source[:, :, None].to(device, pipe.vae.dtype), None).to(dtype)
-    b, c, _, h, w = target_latents.shape
-    noisy, sigmas, target = _flow_noise(target_latents, pipe.scheduler, generator)
-    tokens = pipe._pack_latents(noisy, b, c, h, w)
-    hidden = torch.cat([tokens, pipe._pack_latents(context, b, c, h, w)], dim=1)
-    pred = pipe.transformer(hidden_states=hidden, timestep=sigmas, guidance=None, encoder_hidden_states_mask=mask,
-                            encoder_hidden_states=embeds, img_shapes=[[(1, h // 2, w // 2)] * 2] * b,
-                            return_dict=False)[0][:, :tokens.shape[1]]
-    return torch.nn.functional.mse_loss(pred.float(), pipe._pack_latents(target, b, c, h, w).float())
-
-
-def _qwen_prompts(pipe, prompts: list[str], pictures: list, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L, D) embeddings and (B, L) mask, one prompt with its own picture per row (the 2509 pipeline reads a
-    list of pictures as several inputs of one prompt), right-padded to the longest row."""
-    rows = [pipe.encode_prompt(prompt=[p], image=[im], device=device) for p, im in zip(prompts, pictures)]
-    # the pipelines return no mask when every token is valid
-    rows = [(e, torch.ones(e.shape[:2], dtype=torch.long, device=e.device) if m is None else m) for e, m in rows]
-    length = max(e.shape[1] for e, _ in rows)
-    embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, length - e.shape[1])) for e, _ in rows])
-    mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for _, m in rows])
-    return embeds, mask
-
-
-def sdxl_ip2p_loss(pipe, source, edited, prompts, generator) -> torch.Tensor:
-    """InstructPix2Pix §3.2 on SDXL: noisy edited latents ++ the input's latents (8 channels), SDXL's pooled text
-    and size conditioning (original = target = the crop, no crop offset)."""
-    from diffusers import DDPMScheduler
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    with torch.no_grad():
-        embeds, _, pooled, _ = pipe.encode_prompt(list(prompts), device=device, do_classifier_free_guidance=False)
-        scale = pipe.vae.config.scaling_factor
-        latents = pipe.vae.encode(edited.to(device, pipe.vae.dtype)).latent_dist.sample(generator) * scale
-        context = pipe.vae.encode(source.to(device, pipe.vae.dtype)).latent_dist.mode()  # unscaled, as the pipeline
-    b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
-    noisy = scheduler.add_noise(latents.to(dtype), noise, timesteps)
-    size = tuple(edited.shape[-2:])
-    time_ids = torch.tensor([size + (0, 0) + size] * b, device=device, dtype=dtype)
-    pred = pipe.unet(torch.cat([noisy, context.to(dtype)], dim=1), timesteps, embeds.to(dtype),
-                     added_cond_kwargs={"text_embeds": pooled.to(dtype), "time_ids": time_ids}).sample
-    kind = scheduler.config.prediction_type
-    target = noise if kind == "epsilon" else scheduler.get_velocity(latents.to(dtype), noise, timesteps)
-    return torch.nn.functional.mse_loss(pred.float(), target.float())
-
-
-LOSSES = {"kontext": kontext_loss, "qwen": qwen_loss, "sdxl_ip2p": sdxl_ip2p_loss}
-
-
 def denoiser_of(pipe) -> torch.nn.Module:
     return pipe.unet if hasattr(pipe, "unet") else pipe.transformer
 
 
-def prepare_trainable(pipe, rank: int | None) -> list[torch.nn.Parameter]:
+def prepare_trainable(pipe, rank: int | None) -> dict[str, torch.nn.Parameter]:
     """LoRA adapters on the denoiser's attention projections (rank given), else the whole SDXL UNet; an SDXL
     text-to-image UNet first gets its conv_in widened to 8 channels (zero weights for the input's latents)."""
     from .surgery import EDIT_IN_CHANNELS, expand_conv_in
@@ -202,11 +112,11 @@ def prepare_trainable(pipe, rank: int | None) -> list[torch.nn.Parameter]:
     else:
         model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                      target_modules=LORA_TARGETS))
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    for p in trained.values():
         p.data = p.data.float()  # trainable weights in float32 (frozen ones may be bf16 on a GPU)
     model.train()
-    return params
+    return trained
 
 
 def save_trained(pipe, rank: int | None, out_dir: Path) -> Path:
@@ -225,14 +135,49 @@ def save_trained(pipe, rank: int | None, out_dir: Path) -> Path:
     return out_dir / LORA_WEIGHTS
 
 
+@dataclass
+class FamilyRun:
+    """Everything the loop reads and advances (built by `_build`, advanced by `_fit`, saved by `_finish`)."""
+    config: object
+    family: Family
+    accelerator: object                  # single process: optimizer / LR-schedule / RNG checkpoints, the device
+    out_dir: Path
+    pipe: object
+    trained: dict                        # name -> trained parameter (LoRA adapters, or the whole SDXL UNet)
+    optimizer: object
+    lr_scheduler: object
+    data: PairData
+    seed: int
+    generator: torch.Generator           # noise and timesteps of the loss (saved in checkpoints)
+    writer: object                       # TensorBoard SummaryWriter
+    guard: NonFiniteGuard
+    steps: int                           # optimisation steps to reach
+    step: int = 0
+    epoch: int = 0
+    batches: int = 0                     # batches drawn so far, non-finite skipped ones included
+    loss_value: float = float("nan")
+    stopping: bool = False
+
+
 def train_family(config, index_class: str) -> dict:
     """Fine-tune the model at --pretrained_model_name_or_path (model_index.json class `index_class`) on the
     triplets; returns common.training.train_result with the LoRA file (or the pipeline folder) under files."""
+    run = _build(config, index_class)
+    with GracefulStop() as stop:
+        _fit(run, stop)
+    return _finish(run, stop)
+
+
+def _build(config, index_class: str) -> FamilyRun:
+    """Check every input, load the pipeline and the data, set up the optimizer; restore a checkpoint if asked."""
     import diffusers
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from diffusers.optimization import get_scheduler
 
-    from common.training import seed_rank
+    from .loading import source_kind
 
-    # --- Setup ---------------------------------------------------------------------------------------
+    # --- Setup: every input checked before anything is written -----------------------------------------
     class_name = TRAIN_BASES.get(index_class, index_class)
     family = FAMILIES[class_name]
     check_flags(config, family)
@@ -241,12 +186,17 @@ def train_family(config, index_class: str) -> dict:
                              "its conv_in is widened to 8 channels and must train with the rest (a LoRA file cannot "
                              "hold it): leave out --lora_rank for full fine-tuning, or start from an editor")
     out_dir = Path(config.output_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserInputError(f"--output_dir {out_dir}: not empty (a fine-tuning run writes a fresh folder)")
+    accelerator = Accelerator(project_config=ProjectConfiguration(project_dir=str(out_dir),
+                                                                  logging_dir=str(out_dir / config.logging_dir)))
+    resume_dir = ckpt.find_resume_dir(out_dir, config.resume_from_checkpoint)
+    if resume_dir is not None:
+        ckpt.verify_resume_folder(resume_dir, accelerator.process_index)  # every file, before anything is loaded
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise UserInputError(f"--output_dir {out_dir}: not empty (a fine-tuning run writes a fresh folder; a "
+                             f"stopped one continues with {RESUME_HINT})")
     seed = 0 if config.seed is None else config.seed
     seed_rank(seed, 0)
-    generator = torch.Generator().manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = accelerator.device
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # frozen weights; trained ones stay fp32
     triplets = read_triplets(config.dataset_name, config.train_data_dir,
                              Columns(config.original_image_column, config.edit_prompt_column,
@@ -256,50 +206,124 @@ def train_family(config, index_class: str) -> dict:
 
     # --- Create model ----------------------------------------------------------------------------------
     model = config.pretrained_model_name_or_path
-    from .loading import source_kind
     local = source_kind(model) == "folder"
     pipe = getattr(diffusers, class_name).from_pretrained(model, dtype=dtype, local_files_only=local,
                                                           revision=config.revision, cache_dir=config.cache_dir)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    params = prepare_trainable(pipe, config.lora_rank)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    trained = prepare_trainable(pipe, config.lora_rank)
+    optimizer = torch.optim.AdamW(trained.values(), lr=config.learning_rate, weight_decay=config.adam_weight_decay,
+                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
     data = PairData(triplets, config.resolution, config.center_crop, config.random_flip, seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=config.train_batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
     steps = config.max_train_steps or config.num_train_epochs * math.ceil(len(data) / config.train_batch_size)
-    loss_fn = LOSSES[family.training]
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 num_training_steps=steps)
+    optimizer, lr_scheduler = accelerator.prepare(optimizer, lr_scheduler)  # saved / restored by accelerate
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(config.to_dict(), out_dir / "train_config.json")
+    run = FamilyRun(config, family, accelerator, out_dir, pipe, trained, optimizer, lr_scheduler, data, seed,
+                    torch.Generator().manual_seed(seed), open_writer(accelerator, out_dir / config.logging_dir),
+                    NonFiniteGuard(accelerator, config.max_nonfinite_steps, out_dir, RESUME_HINT), steps)
+    if resume_dir is not None:
+        ckpt.load_accelerator_state(accelerator, resume_dir, lr_scheduler)  # optimizer, schedule, RNG streams
+        run.step = ckpt.load_trainer_state(resume_dir, None)
+        run.batches = _load_trained(run, resume_dir)
+        print(f"resumed from {resume_dir.name} at step {run.step}")
     logger.info("fine-tuning %s (%s) for %d steps on %d triplets, %d trainable parameters", family.label,
                 "LoRA rank %d" % config.lora_rank if config.lora_rank else "full UNet", steps, len(data),
-                sum(p.numel() for p in params))
+                sum(p.numel() for p in trained.values()))
+    return run
 
-    # --- Train -------------------------------------------------------------------------------------------
-    step, epoch, bad, loss_value = 0, 0, 0, float("nan")
-    while step < steps:
-        for source, edited, prompts in loader:
-            loss = loss_fn(pipe, source, edited, list(prompts), generator)
-            if not torch.isfinite(loss):
-                bad += 1
-                if bad >= config.max_nonfinite_steps:
-                    raise TrainingStopped(f"the loss was not finite for {bad} steps in a row; lower --learning_rate")
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            bad = 0
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, loss_value = step + 1, loss.item()
-            logger.info("step %d/%d loss %.4f", step, steps, loss_value)
-            if step >= steps:
-                break
-        epoch += 1
 
-    # --- Save ----------------------------------------------------------------------------------------
-    denoiser_of(pipe).eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    saved = save_trained(pipe, config.lora_rank, out_dir)
-    save_json(config.to_dict(), out_dir / "train_config.json")
-    key = "lora" if config.lora_rank else "pipeline"
-    return train_result(step, epoch, {"loss": loss_value}, out_dir, {key: str(saved)})
+def epoch_batches(data: PairData, batch_size: int, seed: int, epoch: int, skip: int = 0):
+    """One epoch's batches, in an order fixed by (seed, epoch); the first `skip` are passed over without loading
+    them, so a resumed run draws the rest (and their augmentation) exactly as the uninterrupted run did."""
+    order = list(range(len(data)))
+    random.Random(f"{seed}/epoch/{epoch}").shuffle(order)
+    for start in range(skip * batch_size, len(order), batch_size):
+        yield torch.utils.data.default_collate([data[i] for i in order[start:start + batch_size]])
+
+
+def _fit(run: FamilyRun, stop: GracefulStop) -> None:
+    """Epochs of guarded steps until `steps` optimisation steps are done (non-finite ones do not count), with
+    TensorBoard scalars and checkpoints every --checkpointing_steps (and on SIGINT / SIGTERM)."""
+    per_epoch = math.ceil(len(run.data) / run.config.train_batch_size)
+    first = run.batches // per_epoch
+    for epoch in itertools.count(first):
+        if run.step >= run.steps or run.stopping:
+            return
+        run.epoch = epoch
+        skip = run.batches - epoch * per_epoch if epoch == first else 0
+        for source, edited, prompts in epoch_batches(run.data, run.config.train_batch_size, run.seed, epoch, skip):
+            run.batches += 1
+            if not _train_step(run, source, edited, list(prompts)):
+                continue  # skipped as non-finite (the guard stops the run after too many in a row)
+            run.stopping = stop.agreed(run.accelerator)
+            logger.info("step %d/%d loss %.4f", run.step, run.steps, run.loss_value)
+            log_scalars(run.writer, {"loss/train": run.loss_value, f"lr/{_denoiser_name(run.pipe)}":
+                                     run.lr_scheduler.get_last_lr()[0]}, run.step)
+            if run.step % run.config.checkpointing_steps == 0 or run.stopping:
+                _save_checkpoint(run)
+            if run.step >= run.steps or run.stopping:
+                return
+
+
+def _train_step(run: FamilyRun, source, edited, prompts: list[str]) -> bool:
+    """One optimisation step, unless the loss or the gradients are not finite (then False, weights untouched)."""
+    run.guard.start_step()
+    loss = LOSSES[run.family.training](run.pipe, source, edited, prompts, run.generator)
+    params = list(run.trained.values())
+    if run.guard(loss):
+        loss.backward()
+        if run.guard(loss, params):
+            run.accelerator.clip_grad_norm_(params, run.config.max_grad_norm)
+            run.optimizer.step()
+            run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.guard.end_step(run.step + 1, {"loss": float(loss.detach())}):
+        return False
+    run.step, run.loss_value = run.step + 1, float(loss.detach())
+    return True
+
+
+def _denoiser_name(pipe) -> str:
+    return "unet" if hasattr(pipe, "unet") else "transformer"
+
+
+def _save_checkpoint(run: FamilyRun) -> None:
+    """checkpoint-<step>: accelerate's optimizer, LR-schedule and RNG files, plus TRAINED_FILE with the trained
+    weights (LoRA: a few MB, not the frozen base), the loss's noise-generator state and the batches drawn."""
+    tensors = {name: p.detach() for name, p in run.trained.items()}
+    tensors[NOISE_STATE] = run.generator.get_state()
+    ckpt.save_checkpoint(run.accelerator, run.out_dir, run.step, run.config, None, None,
+                         extra={TRAINED_FILE: (tensors, {"batches": str(run.batches)})})
+
+
+def _load_trained(run: FamilyRun, path: Path) -> int:
+    """Restore TRAINED_FILE into the live run; returns the batches drawn before the save."""
+    file = path / TRAINED_FILE
+    tensors = load_tensors(file)
+    state = tensors.pop(NOISE_STATE, None)
+    if state is None or tensors.keys() != run.trained.keys() or any(
+            tensors[k].shape != p.shape for k, p in run.trained.items()):
+        raise UserInputError(f"{file}: trained weights of another model or --lora_rank (names or shapes differ)")
+    with torch.no_grad():
+        for name, p in run.trained.items():
+            p.copy_(tensors[name])
+    run.generator.set_state(state)
+    return int(read_metadata(file)["batches"])
+
+
+def _finish(run: FamilyRun, stop: GracefulStop) -> dict:
+    """The LoRA file or pipeline folder (unless stopped by a signal: the checkpoint is kept), the result."""
+    config, out_dir = run.config, run.out_dir
+    files = {}
+    if not run.stopping:
+        denoiser_of(run.pipe).eval()
+        files["lora" if config.lora_rank else "pipeline"] = str(save_trained(run.pipe, config.lora_rank, out_dir))
+    files.update({p.name: str(p) for p in ckpt.list_checkpoints(out_dir)})
+    if run.writer is not None:
+        run.writer.close()
+    run.accelerator.end_training()
+    return train_result(run.step, run.epoch, {"loss": run.loss_value}, out_dir, files,
+                        stop if run.stopping else None, resume=RESUME_HINT)

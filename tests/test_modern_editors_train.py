@@ -138,3 +138,38 @@ def test_sdxl_text_to_image_base_gets_an_8_channel_conv_in(modern_hub_cache, tri
     conv_in = tuned.pipe.unet.conv_in.weight
     assert tuned.pipe.unet.config.in_channels == 8 and conv_in.shape[1] == 8
     assert conv_in[:, 4:].abs().sum() > 0  # the input image's channels started at zero and trained
+
+
+def test_resumed_run_continues_exactly_and_logs_to_tensorboard(modern_hub_cache, tmp_path, capsys):
+    """2 steps, then a run resumed from checkpoint-2 for 1 more, end with the same LoRA as 3 straight steps: the
+    trained weights, Adam's moments, the data position (mid-epoch), the loss's noise generator and the global RNG
+    (augmentation) all come back from the checkpoint. The loop writes TensorBoard scalars like the SD trainer."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(3):  # batch 1: three batches an epoch, so the resume lands mid-epoch
+        photo(40 + 8 * i, 40).save(data / f"in{i}.png")
+        ImageOps.invert(photo(40 + 8 * i, 40)).save(data / f"out{i}.png")
+        rows.append({"input_image": f"in{i}.png", "edit_prompt": "invert the colors", "edited_image": f"out{i}.png"})
+    (data / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+    def run(out, steps: int, *extra: str) -> dict:
+        return train_edit.main(train_edit.parse_args([
+            "--pretrained_model_name_or_path", modern.KONTEXT, "--train_data_dir", str(data), "--resolution", "32",
+            "--train_batch_size", "1", "--max_train_steps", str(steps), "--learning_rate", "1e-2", "--seed", "0",
+            "--lora_rank", "4", "--checkpointing_steps", "2", "--random_flip", "--output_dir", str(out), *extra]))
+    straight = run(tmp_path / "straight", 3)
+    first = run(tmp_path / "resumed", 2)
+    after_two = load_file(first["files"]["lora"])
+    resumed = run(tmp_path / "resumed", 3, "--resume_from_checkpoint", "latest")
+    assert "resumed from checkpoint-2 at step 2" in capsys.readouterr().out
+    assert straight["step"] == resumed["step"] == 3 and set(straight["files"]) == {"lora", "checkpoint-2"}
+    want, got = load_file(straight["files"]["lora"]), load_file(resumed["files"]["lora"])
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert not all(torch.equal(after_two[k], got[k]) for k in got)  # the third step did train
+    acc = EventAccumulator(str(tmp_path / "straight" / "logs"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3] and acc.Scalars("lr/transformer")
+    with pytest.raises(ValueError, match="not empty .* continues with --resume_from_checkpoint latest"):
+        run(tmp_path / "resumed", 3)  # a finished run's folder is not silently trained over
