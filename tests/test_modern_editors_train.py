@@ -166,7 +166,12 @@ def test_resumed_run_continues_exactly_and_logs_to_tensorboard(modern_hub_cache,
     assert "resumed from checkpoint-2 at step 2" in capsys.readouterr().out
     assert straight["step"] == resumed["step"] == 3 and set(straight["files"]) == {"lora", "checkpoint-2"}
     want, got = load_file(straight["files"]["lora"]), load_file(resumed["files"]["lora"])
-    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert want.keys() == got.keys()
+    for k in want:  # bit for bit on the CPU; CUDA's attention backward need not be deterministic run to run
+        if torch.cuda.is_available():
+            torch.testing.assert_close(got[k], want[k], rtol=1e-3, atol=1e-5)
+        else:
+            assert torch.equal(want[k], got[k]), k
     assert not all(torch.equal(after_two[k], got[k]) for k in got)  # the third step did train
     acc = EventAccumulator(str(tmp_path / "straight" / "logs"), size_guidance={"scalars": 0})
     acc.Reload()
