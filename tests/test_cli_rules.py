@@ -29,6 +29,7 @@ ENTRY_POINTS = {
     "demo.train_defaults": "demo.train_defaults:DefaultsConfig",
     "demo.build": "demo.build:BuildConfig",
     "demo.evaluate": "demo.evaluate:EvalConfig",
+    "demo.gallery": "demo.gallery:GalleryConfig",
 }
 
 
