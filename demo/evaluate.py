@@ -29,6 +29,7 @@ from .cartoon import cartoonize
 from .criteria import CHECKS, SUCCESS_RATE
 from .edits import EDIT_FAMILIES
 from .samples import EditSample, heldout_edit_samples, heldout_photo_views
+from .scope_index import scope_report
 
 StylizeFn = Callable[[Image.Image], Image.Image]
 EditFn = Callable[[Image.Image, str], Image.Image]
@@ -193,6 +194,7 @@ def load_edit_fn(path: Path, device: str = "cpu", seed: int = 0, size: int = 128
         # The model's own defaults (steps, guidance: None fields), fixed seed, evaluation resolution.
         variants, _ = edit_image(pipe, img, prompt, EditSettings(seed=seed, resolution=size))
         return variants[0]
+    edit.editor = pipe  # for the out-of-scope notice's report
     return edit
 
 
@@ -245,6 +247,12 @@ def main(config: EvalConfig) -> dict:
                       size=config.size, gan_views=config.gan_views, gan_size=config.gan_size,
                       seed=config.seed, families=config.families)
     print(format_table(result))
+    editor = getattr(edit_fn, "editor", None)
+    if editor is not None and getattr(editor, "scope", None) is not None:
+        # the optional notice is not a pass criterion: its error rates are reported, not judged
+        result["scope"] = r = scope_report(editor, config.seed)
+        print(f"\nout-of-scope notice (held-out wording): {r['false_alarms']} false alarms in {r['in_scope']} "
+              f"in-scope instructions, {r['detected']} of {r['out_of_scope']} out-of-scope ones noticed")
     print(f"\noverall: {'PASS' if result['pass'] else 'FAIL'}")
     if config.json_out:
         save_json(result, config.json_out)  # atomic: an interrupted run never leaves half a file

@@ -31,7 +31,8 @@ class EditTrainConfig:
         None, "hub id, local diffusers folder, or single .ckpt/.safetensors file")
     unet_config: str | None = option(None, "UNet JSON config (or bundled name: tiny, sd15) to train from scratch "
                                            "(in_channels 8)")
-    vae_config: str | None = option(None, "VAE JSON config (or 'tiny'); pre-train it with --vae_pretrain_steps")
+    vae_config: str | None = option(None, "VAE JSON config (or 'tiny'; pre-train it with --vae_pretrain_steps), "
+                                          "or a trained diffusers VAE folder to reuse as it is")
     text_encoder_config: str | None = option(None, "CLIPTextModel JSON config (or 'tiny')")
     tokenizer: str | None = option(None, "'clip' (SD 1.5 tokenizer rebuilt offline) or a tokenizer folder")
     original_config: str | None = option(None, "local diffusers folder with the configs of a single-file checkpoint")

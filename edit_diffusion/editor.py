@@ -26,6 +26,7 @@ from . import engine
 from .engine import dual_guidance  # noqa: F401 - re-exported: eq. 3 lives with the sampler now
 from .families import FamilyEditor, family_name, load_family_editor, load_lora
 from .loading import load_pipeline, source_kind
+from .scope import InstructionScope, load_scope
 from .surgery import EDIT_IN_CHANNELS
 
 SCHEDULERS = {"euler_a": EulerAncestralDiscreteScheduler, "ddim": DDIMScheduler,
@@ -111,6 +112,7 @@ class Editor:
     scheduler: object            # the saved scheduler: read for its config, never stepped
     defaults: dict               # the model folder's edit_defaults.json (may be empty)
     name_or_path: str | None = None
+    scope: InstructionScope | None = None  # the folder's instruction index, if it ships one (scope.py)
 
     def __post_init__(self) -> None:
         self.processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)  # stateless pre/post-processing
@@ -175,6 +177,9 @@ class Editor:
             raise UserInputError('the edit instruction is empty; write what to change, e.g. "make it black and white"')
         s = resolve_settings(self, settings)
         _notice_truncation(self.tokenizer, instruction)
+        notice = self.scope_notice(instruction)
+        if notice:
+            print(notice)
         image = image.convert("RGB")
         size = working_size(*image.size, s.resolution, self.size_multiple, self.native_size)
         work = image if image.size == size else image.resize(size, Image.LANCZOS)
@@ -187,6 +192,12 @@ class Editor:
         outputs = [Image.fromarray((a * 255 + 0.5).astype(np.uint8)) for a in arrays]
         outputs = [o if o.size == image.size else o.resize(image.size, Image.LANCZOS) for o in outputs]
         return outputs, s
+
+    def scope_notice(self, instruction: str) -> str | None:
+        """One line when the folder's instruction index says this editor does not do this kind of edit."""
+        if self.scope is None or self.scope.is_known(self.text_encoder, self.tokenizer, instruction):
+            return None
+        return self.scope.notice(self.name_or_path)
 
     @torch.no_grad()
     def edit_arrays(self, work: Image.Image, instruction: str, s: EditSettings) -> np.ndarray:
@@ -243,7 +254,9 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
         pipe.unet.to(memory_format=torch.channels_last)
     if compile_unet:
         pipe.unet.compile()  # in place: same module, same state-dict keys, so saving is unchanged
-    return Editor.from_pipeline(pipe, defaults)
+    editor = Editor.from_pipeline(pipe, defaults)
+    editor.scope = load_scope(model if Path(model).is_dir() else None, editor.text_encoder, editor.tokenizer)
+    return editor
 
 
 def resolve_settings(editor, settings: EditSettings) -> EditSettings:

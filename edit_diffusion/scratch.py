@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from common.errors import UserInputError
+from common.errors import UserInputError, one_line
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 # Bundled configs usable by name (`--unet_config tiny`): name -> {kind: file}.
@@ -61,6 +61,10 @@ VAE_CLASSES: dict[str, type] = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny
 
 
 def build_vae(spec: str | dict) -> AutoencoderKL | AutoencoderTiny:
+    """A fresh VAE from a config, or a trained one from a diffusers VAE folder (config.json + weights):
+    the VAE only reconstructs images, so one trained on the same images serves a new UNet as it is."""
+    if not isinstance(spec, dict) and (Path(spec) / "config.json").is_file():
+        return _load_vae_folder(Path(spec))
     config = read_config(spec, "vae")
     name = config.get("_class_name", "AutoencoderKL")
     if name not in VAE_CLASSES:
@@ -69,6 +73,16 @@ def build_vae(spec: str | dict) -> AutoencoderKL | AutoencoderTiny:
         return VAE_CLASSES[name].from_config(_public(config))
     except (TypeError, ValueError) as err:
         raise UserInputError(f"--vae_config: cannot build an {name} ({err})") from None
+
+
+def _load_vae_folder(folder: Path) -> AutoencoderKL | AutoencoderTiny:
+    name = read_config(folder / "config.json", "vae").get("_class_name", "AutoencoderKL")
+    if name not in VAE_CLASSES:
+        raise UserInputError(f"--vae_config {folder}: _class_name {name!r}; choose one of {', '.join(VAE_CLASSES)}")
+    try:
+        return VAE_CLASSES[name].from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"--vae_config {folder}: cannot load the VAE ({one_line(err)})") from None
 
 
 def latents_of(encoded, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -27,3 +27,26 @@ def test_gan_recipe_parses(tmp_path):
     cfg = DefaultsConfig(gan_steps=7)
     config = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "run", cfg), "train_gan.py"))
     assert config.max_steps == 7 and config.gen_residual and config.luma_discriminator and config.gen_ink
+
+
+def test_editor_recipe_can_reuse_a_trained_vae(tmp_path):
+    import pytest
+    import torch
+
+    from common.errors import UserInputError
+    from edit_diffusion.scratch import build_vae
+
+    folder = tmp_path / "vae"
+    trained = build_vae(CONFIGS / "editor_vae.json")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    trained.save_pretrained(folder)
+    cfg = DefaultsConfig(vae_from=folder, vae_steps=3)
+    config = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
+    assert Path(config.vae_config) == folder and config.vae_pretrain_steps == 3
+    assert config.vae_learning_rate == 1e-4  # gentle fine-tuning, not the from-scratch 1e-3
+    loaded = build_vae(config.vae_config)  # the trained weights, not a fresh init
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(UserInputError, match="--vae-from"):
+        DefaultsConfig(vae_from=tmp_path / "missing")
