@@ -27,7 +27,6 @@ DEFAULT_INSTRUCTIONS = (
 )
 # Instructions the gallery shows as outside the editor's scope; their tile says so when the editor left the
 # image alone (mean absolute change below the issue's identity bar, on the [0, 1] scale).
-OUT_OF_SCOPE = ("add a red hat",)
 LEFT_ALONE_L1 = 0.04
 LEFT_ALONE_NOTE = "(not a known edit: left alone)"
 # Layout, as fractions of the tile side: gap between tiles, caption and title font sizes.
@@ -132,9 +131,10 @@ def mean_change(a: Image.Image, b: Image.Image) -> float:
     return float(np.abs(np.asarray(a, np.float32) - np.asarray(b.convert("RGB"), np.float32)).mean() / 255.0)
 
 
-def caption(text: str, before: Image.Image, after: Image.Image) -> str:
-    """The quoted instruction; for an out-of-scope one the editor left alone (measured), a note saying so."""
-    if text in OUT_OF_SCOPE and mean_change(before, after) < LEFT_ALONE_L1:
+def caption(text: str, before: Image.Image, after: Image.Image, out_of_scope: bool) -> str:
+    """The quoted instruction; for one the editor's instruction index calls out of scope (edit_diffusion/scope.py)
+    and that it left alone (measured), a note saying so."""
+    if out_of_scope and mean_change(before, after) < LEFT_ALONE_L1:
         return f'"{text}" {LEFT_ALONE_NOTE}'
     return f'"{text}"'
 
@@ -158,7 +158,8 @@ def main(config: GalleryConfig) -> Path:
     tiles = [(photo, "input photo"), (cartoon, "stage 1: cartoon")]
     for text in config.instructions:
         edited, _ = models.editor.edit(cartoon, text, settings)  # stage 2 of run_chain, on the one cartoon
-        tiles.append((edited[0], caption(text, cartoon, edited[0])))
+        unknown = models.editor.scope_notice(text) is not None
+        tiles.append((edited[0], caption(text, cartoon, edited[0], unknown)))
     name = config.photo if config.photo in PHOTOS else Path(config.photo).name
     sheet = render(tiles, config.size, f"{name}: photo -> stage 1 (cartoon) -> stage 2 edits, seed {config.seed}")
     save_image(sheet, config.out)

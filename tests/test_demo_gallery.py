@@ -69,9 +69,10 @@ def test_left_alone_note_is_measured():
     grey = Image.new("RGB", (8, 8), (128, 128, 128))
     nearly = Image.new("RGB", (8, 8), (133, 128, 128))  # 5/255/3: below the 0.04 bar
     changed = Image.new("RGB", (8, 8), (160, 128, 128))  # 32/255/3 = 0.042: above it
-    assert gallery.caption("add a red hat", grey, nearly).endswith(gallery.LEFT_ALONE_NOTE)
-    assert gallery.caption("add a red hat", grey, changed) == '"add a red hat"'
-    assert gallery.caption("make it black and white", grey, nearly) == '"make it black and white"'  # in scope
+    assert gallery.caption("add a red hat", grey, nearly, out_of_scope=True).endswith(gallery.LEFT_ALONE_NOTE)
+    assert gallery.caption("add a red hat", grey, changed, out_of_scope=True) == '"add a red hat"'
+    assert gallery.caption("make it black and white", grey, nearly, out_of_scope=False) == \
+        '"make it black and white"'  # in scope: an edit that changed little is not "left alone"
 
 
 def test_long_captions_wrap_and_are_cut():
