@@ -55,11 +55,12 @@ class EditFamily:
         if overlap:
             raise ValueError(f"held-out phrasings also used in training: {sorted(overlap)}")
 
-    def instruction(self, rng: np.random.Generator, heldout: bool) -> tuple[str, tuple]:
-        """(instruction, args) for one triplet: drawn, or a phrasing from the pool with no args."""
+    def instruction(self, rng: np.random.Generator, heldout: bool, filler: bool = True) -> tuple[str, tuple]:
+        """(instruction, args) for one triplet: drawn, or a phrasing from the pool with no args. Drawn training
+        instructions get random filler words around them unless `filler` is False."""
         if self.draw is not None:
             text, args = self.draw(rng, heldout)
-            return (text if heldout else wrap(text, rng)), args
+            return (text if heldout or not filler else wrap(text, rng)), args
         pool = self.heldout_phrasings if heldout else self.train_phrasings
         return pool[int(rng.integers(0, len(pool)))], ()
 

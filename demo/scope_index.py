@@ -15,12 +15,14 @@ UNKNOWN_FAMILY = "identity"
 
 def index_instructions(seed: int = 0, per_family: int = 120, unknown: int = 360) -> list[tuple[str, str]]:
     """(text, family) pairs of training instructions, `per_family` per edit family and `unknown` of
-    the out-of-scope family (its wording is the most varied), de-duplicated."""
+    the out-of-scope family (its wording is the most varied), de-duplicated. Drawn families enter without
+    their random filler words ("can you ... please"), which would otherwise dominate the token counts:
+    with them, 15 of 301 held-out in-scope instructions raised the notice; without, 1."""
     rng = np.random.default_rng(seed)
     pairs: dict[str, str] = {}
     for family, spec in EDIT_FAMILIES.items():
         for _ in range(unknown if family == UNKNOWN_FAMILY else per_family):
-            pairs.setdefault(spec.instruction(rng, heldout=False)[0], family)
+            pairs.setdefault(spec.instruction(rng, heldout=False, filler=False)[0], family)
     return list(pairs.items())
 
 

@@ -55,8 +55,8 @@ class EditSettings:
                                           "SDXL-IP2P / Kontext / Qwen)", ge=1, le=4096)
     num_variants: int = option(1, "number of edited variants (files get -1, -2, ... suffixes)", ge=1,
                                le=MAX_VARIANTS, flag="--variants")
-    batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: one "
-                                          "variant)", ge=1, le=3 * MAX_VARIANTS)
+    batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: "
+                                          "engine.cpu_rows)", ge=1, le=3 * MAX_VARIANTS)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -195,7 +195,7 @@ class Editor:
 
     def scope_notice(self, instruction: str) -> str | None:
         """One line when the folder's instruction index says this editor does not do this kind of edit."""
-        if self.scope is None or self.scope.is_known(self.text_encoder, self.tokenizer, instruction):
+        if self.scope is None or self.scope.is_known(self.tokenizer, instruction):
             return None
         return self.scope.notice(self.name_or_path)
 
@@ -255,7 +255,7 @@ def load_editor(model: str, device: str | torch.device = "auto", dtype: str | to
     if compile_unet:
         pipe.unet.compile()  # in place: same module, same state-dict keys, so saving is unchanged
     editor = Editor.from_pipeline(pipe, defaults)
-    editor.scope = load_scope(model if Path(model).is_dir() else None, editor.text_encoder, editor.tokenizer)
+    editor.scope = load_scope(model if Path(model).is_dir() else None, editor.tokenizer)
     return editor
 
 

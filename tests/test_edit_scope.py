@@ -1,27 +1,35 @@
-"""The out-of-scope notice: an editor folder's instruction index, read in the editor's own text space."""
+"""The out-of-scope notice: an editor folder's instruction index, read in the editor's own tokens."""
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from chain.defaults import DEFAULT_EDITOR
 from edit_diffusion.editor import EditSettings, load_editor
 from edit_diffusion.scope import INDEX_FILE, InstructionScope, write_index
 
-torch.set_num_threads(1)
-
 
 def test_majority_of_the_nearest_decides_and_ties_go_to_the_nearest():
-    e = torch.eye(4)
-    near = torch.nn.functional.normalize(e[0] + e[1], dim=0)
-    scope = InstructionScope(torch.stack([near, near, near, e[1], e[1], e[2]]),
-                             ("a", "a", "a", "out", "out", "b"), "out")
-    assert scope.family_of(e[1]) == "a"  # the two nearest are "out", but 3 of the 5 nearest are "a"
-    tie = InstructionScope(torch.stack([e[0], e[1], e[1], e[0] * 0.9 + e[2] * 0.1]), ("x", "y", "y", "x"), "y")
-    # query nearest to e[0]: x (1.0), x (0.9), then the two y: 2 against 2, the nearest family wins
-    assert tie.family_of(torch.nn.functional.normalize(e[0] + 0.01 * e[1], dim=0)) == "x"
+    def unit(**weights):
+        norm = sum(w * w for w in weights.values()) ** 0.5
+        return {int(k[1:]): w / norm for k, w in weights.items()}
+    near, out, other = unit(t0=1, t1=1), unit(t1=1), unit(t2=1)
+    scope = InstructionScope([near, near, near, out, out, other], ("a", "a", "a", "out", "out", "b"), "out")
+    assert scope.family_of(unit(t1=1)) == "a"  # the two nearest are "out", but 3 of the 5 nearest are "a"
+    tie = InstructionScope([unit(t0=1), unit(t1=1), unit(t1=1), unit(t0=9, t2=1)], ("x", "y", "y", "x"), "y")
+    # nearest to t0: x (1.0), x (0.99), then the two y: 2 against 2, the nearest family wins
+    assert tie.family_of(unit(t0=1, t1=0.01)) == "x"
+
+
+def test_token_vectors_are_unit_bags_of_the_tokenizers_tokens():
+    from transformers import AutoTokenizer
+
+    from edit_diffusion.scope import cosine, token_vectors
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_EDITOR / "tokenizer")
+    a, b, c = token_vectors(tokenizer, ["make it black and white", "white and black make it", "add a dog"])
+    assert cosine(a, a) == pytest.approx(1.0) and cosine(a, b) == pytest.approx(1.0)  # order-free
+    assert cosine(a, c) == 0.0  # no shared token
 
 
 @pytest.fixture(scope="module")
