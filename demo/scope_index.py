@@ -13,16 +13,18 @@ from .edits import EDIT_FAMILIES
 UNKNOWN_FAMILY = "identity"
 
 
-def index_instructions(seed: int = 0, per_family: int = 120, unknown: int = 360) -> list[tuple[str, str]]:
-    """(text, family) pairs of training instructions, `per_family` per edit family and `unknown` of
-    the out-of-scope family (its wording is the most varied), de-duplicated. Drawn families enter without
-    their random filler words ("can you ... please"), which would otherwise dominate the token counts:
-    with them, 15 of 301 held-out in-scope instructions raised the notice; without, 1."""
+def index_instructions(seed: int = 0, per_family: int = 120, unknown: int = 360,
+                       known: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """(text, family) pairs of training instructions of the `known` families (default: all), `per_family`
+    each, and `unknown` of the out-of-scope family (its wording is the most varied), de-duplicated. Drawn
+    families enter without their random filler words ("can you ... please"), which would otherwise dominate
+    the token counts: with them, 15 of 301 held-out in-scope instructions raised the notice; without, 1."""
+    known = tuple(f for f in EDIT_FAMILIES if f != UNKNOWN_FAMILY) if known is None else known
     rng = np.random.default_rng(seed)
     pairs: dict[str, str] = {}
-    for family, spec in EDIT_FAMILIES.items():
+    for family in (*known, UNKNOWN_FAMILY):
         for _ in range(unknown if family == UNKNOWN_FAMILY else per_family):
-            pairs.setdefault(spec.instruction(rng, heldout=False, filler=False)[0], family)
+            pairs.setdefault(EDIT_FAMILIES[family].instruction(rng, heldout=False, filler=False)[0], family)
     return list(pairs.items())
 
 
@@ -36,10 +38,11 @@ def heldout_instructions(seed: int = 0, recolours: int = 120) -> list[tuple[str,
 
 
 def scope_report(editor, seed: int = 0) -> dict:
-    """False alarms on held-out in-scope wording and detections of held-out out-of-scope wording."""
-    rows = heldout_instructions(seed)
-    flagged = [(family, editor.scope_notice(text) is not None) for text, family in rows]
-    in_scope = [hit for family, hit in flagged if family != UNKNOWN_FAMILY]
-    unknown = [hit for family, hit in flagged if family == UNKNOWN_FAMILY]
+    """False alarms on held-out wording of the families the editor's index knows, and detections of held-out
+    wording it does not know (the out-of-scope family, and any family missing from the index)."""
+    known = set(editor.scope.families) - {editor.scope.unknown_family}
+    flagged = [(family in known, editor.scope_notice(text) is not None) for text, family in heldout_instructions(seed)]
+    in_scope = [hit for is_known, hit in flagged if is_known]
+    unknown = [hit for is_known, hit in flagged if not is_known]
     return {"false_alarms": int(sum(in_scope)), "in_scope": len(in_scope),
             "detected": int(sum(unknown)), "out_of_scope": len(unknown)}
