@@ -24,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, when run as a script
 from chain.defaults import DEFAULT_EDITOR  # noqa: E402
 from common.devices import DTYPE_CHOICES, resolve_device, resolve_dtype  # noqa: E402
+from edit_diffusion import engine  # noqa: E402
 from edit_diffusion.editor import SCHEDULERS, EditSettings, Editor, load_editor, working_size  # noqa: E402
 from edit_diffusion.scratch import (build_noise_scheduler, build_text_encoder, build_unet, build_vae,  # noqa: E402
                                     latents_of)
@@ -80,15 +81,24 @@ def settings_for(editor: Editor, size: int, steps: int, cfg_text: float, cfg_ima
                         scheduler=editor.defaults.get("scheduler", "ddim"))
 
 
-def interleaved(ours, stock, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds of each, run alternately (a busy machine slows both alike)."""
-    times = {ours: [], stock: []}
+def interleaved(ours, stock, repeats: int) -> dict:
+    """Wall and process CPU seconds of each of `repeats` calls of each, run alternately (a busy machine slows
+    both alike; CPU seconds leave out the time other processes hold the core)."""
+    times = {"ours": [], "stock": [], "ours cpu": [], "stock cpu": []}
     for _ in range(repeats):
-        for fn in times:
-            start = time.perf_counter()
+        for key, fn in (("ours", ours), ("stock", stock)):
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
-            times[fn].append(time.perf_counter() - start)
-    return min(times[ours]), min(times[stock])
+            times[key].append(time.perf_counter() - wall)
+            times[key + " cpu"].append(time.process_time() - cpu)
+    return times
+
+
+def timed_row(label: str, times: dict, goal: str) -> tuple:
+    """(label with every repeat and the CPU-time ratio, best ours, best stock, goal)."""
+    walls = "; ".join(f"{k} " + "/".join(f"{t:.3g}" for t in times[k]) for k in ("ours", "stock"))
+    cpu = min(times["ours cpu"]) / min(times["stock cpu"])
+    return f"{label} [wall s: {walls}; CPU-s ratio {cpu:.2f}]", min(times["ours"]), min(times["stock"]), goal
 
 
 def time_rows(name: str, editor: Editor, size: int, steps: int, repeats: int):
@@ -97,10 +107,12 @@ def time_rows(name: str, editor: Editor, size: int, steps: int, repeats: int):
     editor.edit(image, PROMPT, settings_for(editor, size, 1, 1.0, 1.0))  # one warm-up for both (allocator, kernels)
     for (cfg_text, cfg_image), goal in GUIDANCE_GOALS.items():
         s = settings_for(editor, size, steps, cfg_text, cfg_image)
-        ours, stock = interleaved(lambda: editor.edit(image, PROMPT, s), lambda: stock_arrays(editor, image, s),
-                                  repeats)
-        yield (f"{name} {size}px {steps} steps, guidance ({cfg_text:g}, {cfg_image:g}), s/edit",
-               ours, stock, f"<= {goal:.2f}")
+        times = interleaved(lambda: editor.edit(image, PROMPT, s), lambda: stock_arrays(editor, image, s), repeats)
+        yield timed_row(f"{name} {size}px {steps} steps, guidance ({cfg_text:g}, {cfg_image:g}), s/edit", times,
+                        f"<= {goal:.2f}")
+    s = settings_for(editor, size, steps, 7.5, 1.5)  # 3 branches: the same maths as stock, other batching
+    parity = np.abs(editor.edit_arrays(image, PROMPT, s) - stock_arrays(editor, image, s)).max()
+    yield f"{name} {size}px {steps} steps, max |ours - stock| at (7.5, 1.5)", parity, 0, "fp32 rounding"
     plain, strong = (settings_for(editor, size, steps, 1.0, g) for g in (1.0, 1.8))
     ours_diff = np.abs(editor.edit_arrays(image, PROMPT, strong) - editor.edit_arrays(image, PROMPT, plain)).max()
     stock_diff = np.abs(stock_arrays(editor, image, strong) - stock_arrays(editor, image, plain)).max()
@@ -180,20 +192,29 @@ def memory_rows(name: str, size: int, steps: int, device: str, dtype: str) -> li
     return rows
 
 
+LAYOUTS = {"channels_last": {"channels_last": True}, "torch.compile": {"compile_unet": True}}
+
+
 def layout_rows(name: str, size: int, steps: int, repeats: int, device, dtype) -> list[tuple]:
-    """Ours with the UNet in channels_last, and torch.compile'd, against the default layout."""
+    """Ours with the UNet in channels_last, and torch.compile'd, against ours with the default eager UNet
+    (alternating; the default guidance of GUIDANCE_GOALS' first row). A layout that fails says why in its row."""
     image, rows = photo(size), []
     base = make_editor(name, device, dtype)
     s = settings_for(base, size, steps, *next(iter(GUIDANCE_GOALS)))
-    plain = best_time(lambda: base.edit(image, PROMPT, s), repeats)
-    for label, kwargs in (("channels_last", {"channels_last": True}), ("torch.compile", {"compile_unet": True})):
-        editor = make_editor(name, device, dtype, **kwargs)
-        start = time.perf_counter()
-        editor.edit(image, PROMPT, s)  # warm-up: compilation happens here
-        warm = time.perf_counter() - start
-        rows.append((f"{name} {size}px {steps} steps, {label} (first call {warm:.0f} s), s/edit",
-                     best_time(lambda: editor.edit(image, PROMPT, s), repeats, warmup=False), plain,
-                     "stock = default layout"))
+    base.edit(image, PROMPT, s)
+    for label, kwargs in LAYOUTS.items():
+        row = f"{name} {size}px {steps} steps, guidance {next(iter(GUIDANCE_GOALS))}, {label} vs without"
+        try:
+            editor = make_editor(name, device, dtype, **kwargs)
+            start = time.perf_counter()
+            editor.edit(image, PROMPT, s)  # warm-up: compilation happens here
+            warm = time.perf_counter() - start
+            times = interleaved(lambda: editor.edit(image, PROMPT, s), lambda: base.edit(image, PROMPT, s), repeats)
+        except Exception as err:  # noqa: BLE001 - the row reports the failure (e.g. no C++ compiler for inductor)
+            reason = (str(err).splitlines() or [""])[0][:150]
+            rows.append((f"{row}: FAILED ({type(err).__name__}: {reason})", 0, 0, "-"))
+            continue
+        rows.append(timed_row(f"{row} (first call {warm:.0f} s), s/edit", times, "stock = default eager UNet"))
     return rows
 
 
@@ -270,10 +291,15 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cpu-split-above", type=float, default=None,
+                   help="override engine.CPU_SPLIT_ABOVE (bytes); inf: the CPU plan before issue 14's fix (all "
+                        "branches of a variant in one UNet call)")
     p.add_argument("--peak-memory-child", nargs=4, metavar=("MODEL", "SIZE", "VARIANTS", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_split_above is not None:
+        engine.CPU_SPLIT_ABOVE = args.cpu_split_above
     if args.peak_memory_child:
         name, size, variants, steps = args.peak_memory_child
         return peak_memory_child(name, int(size), int(variants), int(steps), args.device, args.dtype)

@@ -55,8 +55,8 @@ class EditSettings:
                                           "SDXL-IP2P / Kontext / Qwen)", ge=1, le=4096)
     num_variants: int = option(1, "number of edited variants (files get -1, -2, ... suffixes)", ge=1,
                                le=MAX_VARIANTS, flag="--variants")
-    batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: "
-                                          "engine.cpu_rows)", ge=1, le=3 * MAX_VARIANTS)
+    batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: 1 "
+                                          "for large latents, else one variant's branches)", ge=1, le=3 * MAX_VARIANTS)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:

@@ -28,6 +28,14 @@ VAE_TILE_ABOVE = 1024
 # Share of the free CUDA/MPS memory one edit may plan its UNet rows into (the rest: VAE, fragmentation,
 # a second edit running at the same time in the web app).
 MEMORY_SHARE = 0.4
+# CPU: one UNet row per call once a row's full-resolution activation (block_out_channels[0] x h x w) reaches this
+# many bytes; below it, the branches of one variant share a call (per-call overhead matters for small rows). Every
+# activation is a fresh allocation, and glibc serves blocks above its mmap threshold (32 MiB at most) with new pages
+# the kernel zeroes on first touch, every step: the bundled editor (factor-1 VAE) at 512 px faults ~1.87M pages
+# (7 GB) per 3-row call against ~1.38M for three 1-row calls (its smaller, deeper levels go back to the heap).
+# CPU seconds per 3-row step, one thread (docs/benchmarks.md): bundled 512 px 20.1 -> 18.2, 256 px 3.6 -> 2.6;
+# tiny SD-shaped model 1024 px 4.8 -> 4.0, but 512 px (2 MiB rows) 0.69 -> 0.72, hence the threshold.
+CPU_SPLIT_ABOVE = 4 * 2**20
 
 
 def branches_for(cfg_text: float, cfg_image: float) -> tuple[str, ...]:
@@ -79,14 +87,15 @@ def conditioning(text_encoder, tokenizer, vae, processor: VaeImageProcessor, ima
     return Conditioning(text=hidden[:1], null=hidden[1:], image=latents)
 
 
-def unet_rows(branches: tuple[str, ...], scaled: torch.Tensor, cond: Conditioning
+def unet_rows(branches: tuple[str, ...], latents: torch.Tensor, cond: Conditioning
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The UNet batch, branch-major like the pipeline: (B n, C + C_img, h, w) inputs, (B n, L, D) texts."""
-    n = scaled.shape[0]
+    """The UNet batch, branch-major like the pipeline: (B n, C + C_img, h, w) inputs, (B n, L, D) texts.
+    Built once per loop: `denoise` overwrites only the first C channels (the noisy latents) each step."""
+    n = latents.shape[0]
     zeros = torch.zeros_like(cond.image)
     image = {TEXT_AND_IMAGE: cond.image, IMAGE_ONLY: cond.image, UNCONDITIONAL: zeros}
     text = {TEXT_AND_IMAGE: cond.text, IMAGE_ONLY: cond.null, UNCONDITIONAL: cond.null}
-    inputs = torch.cat([torch.cat([scaled, image[b].expand(n, -1, -1, -1)], 1) for b in branches])
+    inputs = torch.cat([torch.cat([latents, image[b].expand(n, -1, -1, -1)], 1) for b in branches])
     hidden = torch.cat([text[b].expand(n, -1, -1) for b in branches])
     return inputs, hidden
 
@@ -108,10 +117,13 @@ def denoise(unet, scheduler, cond: Conditioning, generators: list[torch.Generato
     shape = (len(generators), unet.config.out_channels, *cond.image.shape[-2:])
     latents = randn_tensor(shape, generator=generators, device=device, dtype=dtype) * scheduler.init_noise_sigma
     extra = step_kwargs(scheduler, generators)
+    inputs, hidden = unet_rows(branches, latents, cond)
+    noisy = inputs.view(len(branches), len(generators), *inputs.shape[1:])[:, :, :shape[1]]  # (B, n, C, h, w) view
     for t in scheduler.timesteps:
-        inputs, hidden = unet_rows(branches, scheduler.scale_model_input(latents, t), cond)
-        pred = torch.cat([unet(x, t, encoder_hidden_states=h, return_dict=False)[0]
-                          for x, h in zip(inputs.split(rows_per_call), hidden.split(rows_per_call))])
+        noisy.copy_(scheduler.scale_model_input(latents, t))  # into every branch's rows; image/text rows stay
+        preds = [unet(x, t, encoder_hidden_states=h, return_dict=False)[0]
+                 for x, h in zip(inputs.split(rows_per_call), hidden.split(rows_per_call))]
+        pred = preds[0] if len(preds) == 1 else torch.cat(preds)
         guided = combine(dict(zip(branches, pred.chunk(len(branches)))), cfg_text, cfg_image)
         latents = scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
     return latents
@@ -152,14 +164,20 @@ def free_bytes(device: torch.device) -> int | None:
 def plan_rows(unet, latent_hw: tuple[int, int], dtype: torch.dtype, device: torch.device, branches: int,
               variants: int, batch_size: int | None) -> int:
     """UNet rows per call: --batch-size if given, else what MEMORY_SHARE of the free device memory holds,
-    else (CPU) the branches of one variant; never more than the edit has."""
+    else (CPU) `cpu_rows`; never more than the edit has."""
     if batch_size is None:
         free = free_bytes(device)
         if free is None:
-            batch_size = branches
+            batch_size = cpu_rows(unet, latent_hw, dtype, branches)
         else:
             batch_size = int(free * MEMORY_SHARE) // max(1, row_bytes(unet, latent_hw, dtype))
     return max(1, min(batch_size, branches * variants))
+
+
+def cpu_rows(unet, latent_hw: tuple[int, int], dtype: torch.dtype, branches: int) -> int:
+    """CPU rows per call: 1 when a row's full-resolution activation reaches CPU_SPLIT_ABOVE, else `branches`."""
+    top = unet.config.block_out_channels[0] * latent_hw[0] * latent_hw[1] * torch.finfo(dtype).bits // 8
+    return 1 if top >= CPU_SPLIT_ABOVE else branches
 
 
 def variant_chunks(variants: int, branches: int, rows: int) -> list[range]:

@@ -105,15 +105,22 @@ def _record_unet(ed: Editor):
 
 
 @pytest.mark.parametrize("cfg_text,cfg_image,branches", [(1.0, 1.0, 1), (7.5, 1.0, 2), (1.0, 1.8, 3), (7.5, 1.5, 3)])
-def test_unet_rows_per_step_follow_the_scales(editor, cfg_text, cfg_image, branches):
+def test_unet_rows_per_step_follow_the_scales(editor, monkeypatch, cfg_text, cfg_image, branches):
     s = settings(editor, scheduler="ddim", cfg_text=cfg_text, cfg_image=cfg_image, num_variants=2, steps=2)
-    calls, handle = _record_unet(editor)
-    try:
-        editor.edit_arrays(photo(), INSTRUCTION, s)
-    finally:
-        handle.remove()
-    # CPU: one variant per loop, its branches in one call -> 2 variants x 2 steps calls of `branches` rows
-    assert [c[0].shape[0] for c in calls] == [branches] * 4
+    rows, images = {}, {}
+    for split in ("small rows", "large rows"):
+        if split == "large rows":  # every row counts as large: one row per call (engine.cpu_rows)
+            monkeypatch.setattr(engine, "CPU_SPLIT_ABOVE", 0)
+        calls, handle = _record_unet(editor)
+        try:
+            images[split] = editor.edit_arrays(photo(), INSTRUCTION, s)
+        finally:
+            handle.remove()
+        rows[split] = [c[0].shape[0] for c in calls]
+    # CPU, small rows: one variant per loop, its branches in one call -> 2 variants x 2 steps calls of `branches` rows
+    assert rows["small rows"] == [branches] * 4
+    assert rows["large rows"] == [1] * (4 * branches)
+    np.testing.assert_allclose(images["large rows"], images["small rows"], atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("cfg_text,cfg_image", [(7.5, 1.0), (1.0, 1.8), (3.0, 2.0), (1.0, 1.0)])
@@ -175,6 +182,9 @@ def test_plan_rows_and_chunks():
     unet = build_unet(TINY_UNET)
     cpu = torch.device("cpu")
     assert engine.plan_rows(unet, (8, 8), torch.float32, cpu, 3, 4, None) == 3  # CPU: one variant's branches
+    # CPU, a row whose full-resolution activation reaches CPU_SPLIT_ABOVE (16 channels x 256^2 x 4 B = 4 MiB): 1 row
+    assert engine.plan_rows(unet, (256, 256), torch.float32, cpu, 3, 4, None) == 1
+    assert engine.plan_rows(unet, (256, 256), torch.float32, cpu, 3, 4, 6) == 6  # --batch-size still wins
     assert engine.plan_rows(unet, (8, 8), torch.float32, cpu, 3, 4, 100) == 12  # never more than the edit has
     assert engine.variant_chunks(5, 3, 7) == [range(0, 2), range(2, 4), range(4, 5)]
     assert engine.variant_chunks(2, 3, 1) == [range(0, 1), range(1, 2)]
