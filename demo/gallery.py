@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from chain.defaults import DEFAULT_EDITOR, STYLES
@@ -17,6 +16,7 @@ from common.cli import check_fields, option, parse_config
 from common.errors import UserInputError, cli_errors
 from common.images import check_output_path, load_image, save_image
 
+from .evaluate import l1
 from .photos import PHOTOS
 
 # Local recolours first (what the project is about), then global filters, then one edit the bundled editor
@@ -126,15 +126,10 @@ def render(tiles: list[tuple[Image.Image, str]], size: int, title: str) -> Image
     return sheet
 
 
-def mean_change(a: Image.Image, b: Image.Image) -> float:
-    """Mean absolute difference of two same-size RGB images on a [0, 1] scale."""
-    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b.convert("RGB"), np.float32)).mean() / 255.0)
-
-
 def caption(text: str, before: Image.Image, after: Image.Image, out_of_scope: bool) -> str:
     """The quoted instruction; for one the editor's instruction index calls out of scope (edit_diffusion/scope.py)
     and that it left alone (measured), a note saying so."""
-    if out_of_scope and mean_change(before, after) < LEFT_ALONE_L1:
+    if out_of_scope and l1(before, after.convert("RGB")) < LEFT_ALONE_L1:
         return f'"{text}" {LEFT_ALONE_NOTE}'
     return f'"{text}"'
 
