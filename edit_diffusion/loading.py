@@ -28,14 +28,17 @@ SD_SINGLE_FILE_TYPES = ("v1", "v2", "inpainting", "inpainting_v2", "instruct-pix
 
 
 class _TinyVaeIsExpected(logging.Filter):
-    """Two diffusers warnings about the TAESD-style AutoencoderTiny that are not the user's problem: the SD
-    pipelines annotate `vae: AutoencoderKL` although they run it as is (latents via `retrieve_latents`), and
-    AutoencoderTiny saves a `block_out_channels` entry (for the pipelines' scale factor) that its own
-    constructor then reports as unexpected. Only those two are dropped."""
+    """Three diffusers warnings about components of the bundled editor that are not the user's problem: the SD
+    pipelines annotate `vae: AutoencoderKL` and `text_encoder: CLIPTextModel` although they run a TAESD-style
+    AutoencoderTiny (latents via `retrieve_latents`) and a BERT encoder such as all-MiniLM-L6-v2 (its
+    `(ids)[0]` is the token states, as CLIP's) as they are; and AutoencoderTiny saves a `block_out_channels`
+    entry (for the pipelines' scale factor) that its own constructor then reports as unexpected. Only those
+    are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        wrong_type = message.startswith("Expected types for vae") and "AutoencoderTiny" in message
+        wrong_type = (message.startswith("Expected types for vae") and "AutoencoderTiny" in message) or \
+            (message.startswith("Expected types for text_encoder") and "BertModel" in message)
         own_entry = "'block_out_channels'" in message and "were passed to AutoencoderTiny" in message
         return not (wrong_type or own_entry)
 

@@ -15,6 +15,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from common.errors import UserInputError, one_line
 
+from .text_encoders import load_text_encoder, pretrained_folder, text_width
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 # Bundled configs usable by name (`--unet_config tiny`): name -> {kind: file}.
 BUNDLED_CONFIGS = {
@@ -99,7 +101,12 @@ def encode_latents(vae, pixels: torch.Tensor, sample: bool = False,
     return latents_of(vae.encode(pixels), sample, generator)
 
 
-def build_text_encoder(spec: str | dict) -> CLIPTextModel:
+def build_text_encoder(spec: str | dict):
+    """A from-scratch CLIPTextModel from a JSON config (or 'tiny'), or a pretrained encoder: 'minilm' or a
+    transformers model folder (edit_diffusion/text_encoders.py)."""
+    folder = None if isinstance(spec, dict) else pretrained_folder(spec)
+    if folder is not None:
+        return load_text_encoder(folder)
     config = read_config(spec, "text_encoder")
     config.pop("architectures", None)
     config.pop("model_type", None)
@@ -120,10 +127,10 @@ def build_noise_scheduler(prediction_type: str = "epsilon", beta_schedule: str =
 
 def check_compatible(unet: UNet2DConditionModel, vae: AutoencoderKL | AutoencoderTiny, text_encoder) -> None:
     """Shapes that must agree across separately configured components, reported by flag."""
-    hidden = text_encoder.config.hidden_size
-    if unet.config.cross_attention_dim != hidden:
-        raise UserInputError(f"--unet_config cross_attention_dim {unet.config.cross_attention_dim} must equal the "
-                             f"text encoder hidden size {hidden}")
+    hidden, width = text_encoder.config.hidden_size, text_width(unet)
+    if width != hidden:
+        what = "encoder_hid_dim" if unet.config.encoder_hid_dim else "cross_attention_dim"
+        raise UserInputError(f"--unet_config {what} {width} must equal the text encoder hidden size {hidden}")
     latent = vae.config.latent_channels
     if unet.config.out_channels != latent or unet.config.in_channels not in (latent, 2 * latent):
         raise UserInputError(f"--unet_config in/out channels ({unet.config.in_channels}/{unet.config.out_channels}) "

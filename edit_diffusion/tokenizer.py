@@ -17,6 +17,8 @@ from transformers import CLIPTokenizer
 from common.checkpoints import atomic_write
 from common.errors import UserInputError
 
+from .text_encoders import MINILM, load_pretrained_tokenizer, pretrained_folder
+
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 NUM_MERGES = 49152 - 256 - 2  # CLIP's vocabulary size minus byte tokens and the two special tokens
 SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
@@ -89,13 +91,17 @@ def load_clip_tokenizer(cache_dir: str | os.PathLike | None = None) -> CLIPToken
     return CLIPTokenizer.from_pretrained(str(cache_dir), model_max_length=77, local_files_only=True)
 
 
-def load_tokenizer(spec: str | None) -> CLIPTokenizer:
-    """`None` or "clip" -> rebuilt SD 1.5 tokenizer; otherwise a local tokenizer folder."""
+def load_tokenizer(spec: str | None):
+    """`None` or "clip" -> rebuilt SD 1.5 tokenizer; "minilm" -> all-MiniLM-L6-v2's; otherwise a local tokenizer
+    folder: a CLIP one (vocab.json + merges.txt) as CLIPTokenizer, any other through AutoTokenizer."""
     if spec is None or spec == "clip":
         return load_clip_tokenizer()
-    path = Path(spec)
-    if not path.is_dir():
-        raise UserInputError(f"--tokenizer {spec}: not a folder (use 'clip' for the SD 1.5 CLIP tokenizer)")
+    path = pretrained_folder(spec)
+    if path is None:
+        raise UserInputError(f"--tokenizer {spec}: not a folder (use 'clip' for the SD 1.5 CLIP tokenizer or "
+                             f"'{MINILM}' for all-MiniLM-L6-v2's)")
+    if not (path / "merges.txt").is_file():
+        return load_pretrained_tokenizer(path)
     try:
         return CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, TypeError) as err:

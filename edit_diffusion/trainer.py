@@ -36,6 +36,7 @@ from .data import Columns, EditDataset, image_batches, load_validation_image, re
 from .editor import SCHEDULERS, EditSettings, edit_image
 from .lora import add_unet_lora, fuse_unet_lora, save_unet_lora
 from .scratch import pretrain_vae
+from .text_encoders import save_fp16_storage
 from .step import edit_loss
 
 logger = logging.getLogger(__name__)
@@ -367,6 +368,8 @@ def finish(run: EditRun) -> dict:
             validate(config, run.parts, final_unet, run.validation_image, run.writer, run.global_step,
                      run.scheduler_name, out_dir)
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
+        if config.text_encoder_fp16_storage:
+            save_fp16_storage(pipe.text_encoder, out_dir / "text_encoder")
         save_json(ckpt.edit_defaults(config, run.scheduler_name), out_dir / "edit_defaults.json")
         if config.push_to_hub:
             ckpt.push_folder(out_dir, config.hub_model_id or out_dir.name, config.hub_token)

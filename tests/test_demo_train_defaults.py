@@ -1,5 +1,6 @@
 """The recipe that rebuilds the bundled defaults: each trainer command it runs is accepted by that
 trainer's own parser and validated config, and uses the configs that ship in demo/configs."""
+import json
 from pathlib import Path
 
 import train_edit
@@ -13,14 +14,23 @@ def _script_args(command: list[str], script: str) -> list[str]:
 
 
 def test_editor_recipe_parses_and_uses_the_bundled_layout(tmp_path):
+    """Default: the pretrained MiniLM encoder, frozen and stored in fp16, behind the UNet layout that projects
+    its 384-wide states; --text-encoder scratch: the 2-layer CLIP-architecture encoder trained alongside."""
     cfg = DefaultsConfig()
     config = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
-    assert Path(config.unet_config) == CONFIGS / "editor_unet.json"
+    assert Path(config.unet_config) == CONFIGS / "editor_unet_minilm.json"
+    assert json.loads(Path(config.unet_config).read_text())["encoder_hid_dim"] == 384  # all-MiniLM-L6-v2's width
+    assert config.text_encoder_config == config.tokenizer == "minilm"
+    assert config.text_encoder_fp16_storage and not config.train_text_encoder
     assert Path(config.vae_config) == CONFIGS / "editor_vae.json"
     assert config.rescale_betas_zero_snr and config.prediction_type == "sample"
     assert config.max_train_steps == cfg.edit_steps and config.vae_pretrain_steps == cfg.vae_steps
+    scratch = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run",
+                                                              DefaultsConfig(text_encoder="scratch")), "train_edit.py"))
+    assert scratch.train_text_encoder and scratch.tokenizer == "clip" and not scratch.text_encoder_fp16_storage
     for name in ("unet_config", "vae_config", "text_encoder_config"):
-        assert Path(getattr(config, name)).is_file(), name
+        assert Path(getattr(scratch, name)).is_file(), name
+    assert Path(scratch.unet_config) == CONFIGS / "editor_unet.json"
 
 
 def test_gan_recipe_parses(tmp_path):
@@ -50,3 +60,17 @@ def test_editor_recipe_can_reuse_a_trained_vae(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values()))
     with pytest.raises(UserInputError, match="--vae-from"):
         DefaultsConfig(vae_from=tmp_path / "missing")
+
+
+def test_resume_continues_both_runs_from_their_checkpoints(tmp_path):
+    """--resume: each trainer continues its stopped run (exactly, with optimizer state) instead of starting
+    over, and neither overwrites it; without it both start fresh."""
+    cfg = DefaultsConfig(resume=True)
+    edit = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
+    gan = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "gan", cfg), "train_gan.py"))
+    assert edit.resume_from_checkpoint == "latest"
+    assert gan.resume_cond == "gen_dis" and not gan.overwrite
+    fresh = DefaultsConfig()
+    edit = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", fresh), "train_edit.py"))
+    gan = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "gan", fresh), "train_gan.py"))
+    assert edit.resume_from_checkpoint is None and gan.resume_cond == "none" and gan.overwrite
