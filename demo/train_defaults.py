@@ -69,7 +69,8 @@ def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
         adversarial_loss_gen_weight=20, adversarial_loss_disc_weight=20, chromatic_loss_weight=160, threads=1,
         initial_epochs=0, epochs=1000, max_steps=cfg.gan_steps, initial_lr="1e-3", lr_generator="2e-4",
         lr_discriminator="4e-4", save_interval=2, log_interval=20, seed=cfg.seed,
-        checkpoint_dir=run, save_image_dir=run / "images", overwrite=not cfg.resume, resume_cond="gen_dis" if cfg.resume else "none")
+        checkpoint_dir=run, save_image_dir=run / "images", overwrite=not cfg.resume,
+        resume_cond="gen_dis" if cfg.resume else "none")
     return [sys.executable, str(REPO_ROOT / "train_gan.py"), *to_argv(GanTrainConfig, recipe)]
 
 
@@ -85,7 +86,8 @@ TEXT_RECIPES = {
 
 
 def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
-    """train_edit.py settings of the bundled editor: tiny SD-style model from scratch, real CLIP tokenizer.
+    """train_edit.py settings of the bundled editor: tiny SD-style model from scratch, its text side from
+    TEXT_RECIPES (frozen MiniLM by default, or a from-scratch CLIP encoder with the real SD 1.5 tokenizer).
     A norm-free factor-1 VAE (the editor_vae.json comment says why), x0 ("sample") prediction on a
     zero-terminal-SNR schedule (SD's schedule leaks the target into x_T, which sampling never has), and
     48 px crops: the model is convolutional, and small crops buy several times more steps per CPU hour."""
