@@ -94,7 +94,9 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
     recipe = dict(**TEXT_RECIPES[cfg.text_encoder], vae_config=cfg.vae_from or CONFIGS / "editor_vae.json",
         prediction_type="sample", rescale_betas_zero_snr=True,
         # a trained VAE is fine-tuned gently: at the from-scratch 1e-3 its L1 went from 0.04 to 0.4 in one step
-        vae_pretrain_steps=cfg.vae_steps, vae_learning_rate="1e-4" if cfg.vae_from else "1e-3", train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
+        vae_pretrain_steps=cfg.vae_steps, vae_learning_rate="1e-4" if cfg.vae_from else "1e-3",
+        # raw latents at unit std: the UNet reads the input image's latents unscaled (scratch.fold_latent_std)
+        vae_latent_std=1.0, train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
         train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate="5e-4", lr_scheduler="cosine",
         lr_warmup_steps=100, seed=cfg.seed, checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
         default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim",

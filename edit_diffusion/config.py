@@ -55,6 +55,9 @@ class EditTrainConfig:
                                         "blurring)", ge=0)
     # convolutional: small crops teach it as well, several times faster
     vae_pretrain_crop: int = option(64, "random crop size of the VAE pre-training", ge=1, le=4096)
+    vae_latent_std: float | None = option(None, "before the VAE pre-training, rescale an AutoencoderTiny so its "
+                                                "raw latents (the UNet's unscaled image input) have this std",
+                                          gt=0, le=100)
     lora_rank: int | None = option(None, "train LoRA adapters (peft) of this rank instead of the full UNet", ge=1,
                                    le=4096)
     enable_xformers_memory_efficient_attention: bool = option(False, "use xformers attention (CUDA)")
@@ -178,6 +181,9 @@ class EditTrainConfig:
             raise ValueError("--validation_image and --validation_prompt go together; give both or neither")
         if self.text_encoder_fp16_storage and self.train_text_encoder:
             raise ValueError("--text_encoder_fp16_storage stores a frozen text encoder; drop --train_text_encoder")
+        if self.vae_latent_std is not None and not self.vae_pretrain_steps:
+            raise ValueError("--vae_latent_std rescales the VAE before its pre-training; it needs --vae_pretrain_steps "
+                             "(the decoder adapts to the new scale there)")
         if self.lora_rank is not None and (self.use_ema or self.train_text_encoder):
             raise ValueError("--lora_rank cannot be combined with --use_ema or --train_text_encoder")
         if self.default_scheduler == "euler_a" and self.prediction_type == "sample":

@@ -25,6 +25,7 @@ def test_editor_recipe_parses_and_uses_the_bundled_layout(tmp_path):
     assert Path(config.vae_config) == CONFIGS / "editor_vae.json"
     assert config.rescale_betas_zero_snr and config.prediction_type == "sample"
     assert config.max_train_steps == cfg.edit_steps and config.vae_pretrain_steps == cfg.vae_steps
+    assert config.vae_latent_std == 1.0  # the UNet's unscaled image input at unit std
     scratch = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run",
                                                               DefaultsConfig(text_encoder="scratch")), "train_edit.py"))
     assert scratch.train_text_encoder and scratch.tokenizer == "clip" and not scratch.text_encoder_fp16_storage

@@ -16,7 +16,7 @@ from PIL import Image
 import train_edit
 from common.errors import UserInputError
 from edit_diffusion.editor import EditSettings, edit_image, load_editor
-from edit_diffusion.scratch import build_vae, encode_latents, pretrain_vae, vae_loss
+from edit_diffusion.scratch import build_vae, encode_latents, fold_latent_std, pretrain_vae, vae_loss
 from edit_diffusion.step import encode_pair
 
 from _edit_fixtures import TINY_VAE, write_inverted_triplets
@@ -66,6 +66,45 @@ def test_pretraining_the_tiny_vae_lowers_reconstruction_error_and_calibrates_sca
     assert not vae.training and not any(p.requires_grad for p in vae.parameters())
 
 
+def test_folding_a_latent_std_rescales_the_raw_latents_and_keeps_the_reconstruction():
+    torch.manual_seed(0)
+    vae = build_vae(TINY_TAESD)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        raw_before = encode_latents(vae, images)
+        recon_before = vae.decode(raw_before * 0.05).sample  # small latents: the decoder's tanh clamp is linear
+    gain = fold_latent_std(vae, images, 0.8)
+    with torch.no_grad():
+        raw_after = encode_latents(vae, images)
+        recon_after = vae.decode(raw_after * 0.05).sample
+    assert abs(float(raw_after.std()) - 0.8) < 1e-4
+    torch.testing.assert_close(raw_after, raw_before * gain, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(recon_after, recon_before, rtol=1e-3, atol=1e-3)  # same map, up to tanh(x/3)*3
+    with pytest.raises(UserInputError, match="--vae_latent_std needs an AutoencoderTiny"):
+        fold_latent_std(build_vae(TINY_VAE), images, 1.0)
+
+
+def test_pretraining_with_a_latent_std_starts_from_the_rescaled_vae_and_uses_every_batch():
+    torch.manual_seed(0)
+    vae = build_vae(TINY_TAESD)
+    batches = [torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(4)]
+    with torch.no_grad():
+        raw_std = float(encode_latents(vae, batches[0]).std())
+    used = iter(batches)
+    pretrain_vae(vae, used, steps=4, lr=1e-4, kl_weight=0.0, progress=False, latent_std=20 * raw_std)
+    assert next(used, None) is None  # the first batch measured the std and was also trained on
+    with torch.no_grad():  # a small lr moves the scale little: the fold set it
+        assert float(encode_latents(vae, batches[0]).std()) > 10 * raw_std
+
+
+def test_latent_std_without_vae_pretraining_is_refused(inverted_pairs, tmp_path, capsys):
+    args = [a for a in _args(inverted_pairs, tmp_path / "x", 1) if a not in ("--vae_pretrain_steps", "3")]
+    with pytest.raises(SystemExit) as exit_info:
+        train_edit.parse_args([*args, "--vae_latent_std", "1"])
+    assert exit_info.value.code != 0
+    assert "--vae_latent_std rescales the VAE before its pre-training" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def inverted_pairs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pairs")
@@ -92,8 +131,10 @@ class _Collect(logging.Handler):
 
 def test_training_resume_and_editing_with_the_tiny_vae(inverted_pairs, tmp_path):
     out = tmp_path / "editor"
-    train_edit.main(train_edit.parse_args(_args(inverted_pairs, out, 2)))
+    train_edit.main(train_edit.parse_args(_args(inverted_pairs, out, 2, "--vae_latent_std", "1.0")))
     assert json.loads((out / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderTiny"]
+    # --vae_latent_std 1: raw latents folded to unit std before pre-training, so the calibrated factor is near 1
+    assert 0.7 < json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] < 1.4
     # the default editor's recipe: its saved sampler keeps the zero-terminal-SNR schedule it was trained on
     assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["rescale_betas_zero_snr"] is True
     pretrained_vae = AutoencoderTiny.from_pretrained(out / "vae").state_dict()
