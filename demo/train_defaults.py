@@ -20,6 +20,7 @@ from chain.defaults import CHECKPOINTS, REPO_ROOT, STYLES
 from common.cli import check_fields, option, parse_config, to_argv
 from common.errors import UserInputError, cli_errors
 from edit_diffusion.config import EditTrainConfig
+from edit_diffusion.latent_cache import CACHE_FOLDER
 from edit_diffusion.scope import write_index
 from edit_diffusion.text_encoders import minilm_folder
 from stylize_gan.config import GanTrainConfig
@@ -116,6 +117,15 @@ def _run_parallel(jobs: dict[str, list[str]], logs: Path) -> None:
         raise SystemExit(f"error: training failed: {', '.join(failed)} (see {logs})")
 
 
+def install_editor(run: Path, target: Path, seed: int) -> None:
+    """Replace `target` with the pipeline folder of a finished editor run: without its resumable checkpoints,
+    logs and latent cache (training data, about 1 GB for the demo set), plus the out-of-scope notice's index."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("checkpoint-*", "logs", "validation*", "*.tmp",
+                                                               CACHE_FOLDER))
+    write_index(target, index_instructions(seed), UNKNOWN_FAMILY)
+
+
 def main(cfg: DefaultsConfig) -> None:
     work = Path(cfg.work_dir)
     data, runs = work / "demo", work / "runs"
@@ -137,11 +147,7 @@ def main(cfg: DefaultsConfig) -> None:
         STYLES["cartoon"].parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(runs / "gan" / "generator.safetensors", STYLES["cartoon"])
     if "editor" in jobs:
-        target = CHECKPOINTS / "editor"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(runs / "editor", target,
-                        ignore=shutil.ignore_patterns("checkpoint-*", "logs", "validation*", "*.tmp"))
-        write_index(target, index_instructions(cfg.seed), UNKNOWN_FAMILY)  # the out-of-scope notice's index
+        install_editor(runs / "editor", CHECKPOINTS / "editor", cfg.seed)
     subprocess.run([sys.executable, "-m", "demo.evaluate", "--gan", str(STYLES["cartoon"]),
                     "--editor", str(CHECKPOINTS / "editor"), "--json", str(runs / "eval.json"), "--overwrite"], check=False)
 

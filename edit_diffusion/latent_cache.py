@@ -34,6 +34,7 @@ from .data import EditDataset, crop_flip_params
 from .step import encode_text
 
 logger = logging.getLogger(__name__)
+CACHE_FOLDER = "latent_cache"       # <output_dir>/<this>: training data, not part of the saved pipeline
 CACHE_VERSION = "1"              # bump when the layout or the encoding recipe changes
 MEMORY_BUDGET_BYTES = 2 * 1024**3  # above this the file is memory-mapped instead of read into memory
 ENCODE_BATCH = 16                # image views per VAE call while building

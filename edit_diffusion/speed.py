@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .latent_cache import open_latent_cache
+from .latent_cache import CACHE_FOLDER, open_latent_cache
 
 # --adam_implementation -> torch.optim.AdamW keyword ("default": PyTorch's own choice for the device)
 ADAM_KERNELS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
@@ -55,7 +55,7 @@ def use_latent_cache(run) -> bool:
         else {}
     vae = run.parts.vae.to(accelerator.device, **cast)
     text_encoder = None if config.train_text_encoder else run.parts.text_encoder.to(accelerator.device, **cast)
-    cached = open_latent_cache(run.dataset, vae, text_encoder, run.null_ids, run.out_dir / "latent_cache",
+    cached = open_latent_cache(run.dataset, vae, text_encoder, run.null_ids, run.out_dir / CACHE_FOLDER,
                                config.latent_cache_max_gb * 1e9, accelerator.is_main_process,
                                accelerator.wait_for_everyone)
     if cached is None:

