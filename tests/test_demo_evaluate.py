@@ -113,3 +113,15 @@ def test_recolour_and_identity_are_judged_per_edit():
     assert lazy["families"]["identity"]["pass"]  # leaving the image alone is right for unknown edits
     table = ev.format_table({"edit": lazy})
     assert "| 2: edit | recolour | 3 |" in table and "| 0% | NO |" in table and "| - | 100% | yes |" in table
+
+
+def test_a_family_gets_the_same_held_out_samples_whichever_others_are_asked_for():
+    """tests/test_defaults.py evaluates subsets of families and pins the README table's values, which come from
+    all families at once: a family's samples must not depend on the selection."""
+    import numpy as np
+
+    from demo.samples import heldout_edit_samples
+    every = [s for s in heldout_edit_samples(2, 32, seed=0) if s.family == "identity"]
+    alone = heldout_edit_samples(2, 32, seed=0, families=("identity",))
+    assert [s.prompt for s in alone] == [s.prompt for s in every] and len(alone) == 2
+    assert all(np.array_equal(np.asarray(a.source), np.asarray(b.source)) for a, b in zip(alone, every))
