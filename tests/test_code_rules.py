@@ -79,3 +79,12 @@ def test_browser_tests_fail_instead_of_skipping_under_ci(tmp_path, ci, outcome):
     summary = proc.stdout.strip().splitlines()[-1]
     assert (proc.returncode != 0) == (outcome == "error"), proc.stdout[-2000:]
     assert outcome in summary and ("passed" not in summary), summary
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    """.ci/run's last command is the README's second opening command, character for character (CI must run
+    what the README tells a newcomer to run, parallel workers included)."""
+    root = Path(__file__).resolve().parent.parent
+    second_block = (root / "README.md").read_text().split("```bash\n")[2].split("```")[0].strip()
+    ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert "pytest" in second_block and ci_lines[-1] == second_block
