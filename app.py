@@ -11,7 +11,7 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 from common.cli import check_fields, option, parse_config
@@ -37,6 +37,8 @@ class AppConfig:
                                         aliases=("--checkpoint_path",))
     load: LoadSettings = field(default_factory=LoadSettings)  # --device, --dtype, ... --lora (LoadSettings' flags)
     examples: str | None = option(None, "folder of example images to offer (default: the bundled examples/)")
+    edit_out_of_scope: bool = option(False, "run the editor even on instructions its instruction index calls out of "
+                                            "scope (default: the picture is returned unchanged, with a warning)")
     max_upload_mb: float = option(UploadLimits.max_megabytes, "largest accepted upload, in MiB", gt=0)
     max_upload_pixels: int = option(UploadLimits.max_pixels, "largest accepted upload, in pixels (checked before "
                                                              "decoding)", ge=1, le=MAX_PIXELS)
@@ -83,6 +85,7 @@ def main(config: AppConfig) -> None:
     load = config.load
     ctx = load_context(config.editor, config.gan_checkpoint, load.device, config.upload_limits(), config.examples,
                        load.dtype, **load.editor_kwargs())
+    ctx = replace(ctx, edit_out_of_scope=config.edit_out_of_scope)
 
     # Serve: uploads and results live in a fresh temporary folder, deleted on exit
     temp_dir = tempfile.mkdtemp(prefix="stylize-edit-app-")

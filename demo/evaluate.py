@@ -185,14 +185,16 @@ def load_stylize_fn(path: Path, device: str = "cpu") -> StylizeFn:
     return stylize
 
 
-def load_edit_fn(path: Path, device: str = "cpu", seed: int = 0, size: int = 128) -> EditFn:
+def load_edit_fn(path: Path, device: str = "cpu", seed: int = 0, size: int = 128,
+                 edit_out_of_scope: bool = False) -> EditFn:
     from edit_diffusion.editor import EditSettings, edit_image, load_editor
 
     pipe = load_editor(str(path), device=device)
+    settings = EditSettings(seed=seed, resolution=size, edit_out_of_scope=edit_out_of_scope)
 
     def edit(img: Image.Image, prompt: str) -> Image.Image:
         # The model's own defaults (steps, guidance: None fields), fixed seed, evaluation resolution.
-        variants, _ = edit_image(pipe, img, prompt, EditSettings(seed=seed, resolution=size))
+        variants, _ = edit_image(pipe, img, prompt, settings)
         return variants[0]
     edit.editor = pipe  # for the out-of-scope notice's report
     return edit
@@ -211,6 +213,8 @@ class EvalConfig:
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
     families: tuple[str, ...] = option(tuple(EDIT_FAMILIES), "edit families to evaluate (default: all registered)",
                                        choices=tuple(EDIT_FAMILIES))
+    edit_out_of_scope: bool = option(False, "run the editor on instructions its index calls out of scope (as "
+                                            "infer.py --edit-out-of-scope): the model alone, without the notice's gate")
     json_out: Path | None = option(None, "also write the result as JSON here", flag="--json")
     overwrite: bool = option(False, "replace an existing --json file")
 
@@ -242,7 +246,8 @@ class EvalConfig:
 
 def main(config: EvalConfig) -> dict:
     stylize_fn = load_stylize_fn(config.gan, config.device) if config.gan else None
-    edit_fn = load_edit_fn(config.editor, config.device, config.seed, config.size) if config.editor else None
+    edit_fn = load_edit_fn(config.editor, config.device, config.seed, config.size,
+                           config.edit_out_of_scope) if config.editor else None
     result = evaluate(stylize_fn, edit_fn, data=config.data, per_family=config.per_family,
                       size=config.size, gan_views=config.gan_views, gan_size=config.gan_size,
                       seed=config.seed, families=config.families)

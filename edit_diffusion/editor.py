@@ -55,6 +55,8 @@ class EditSettings:
                                           "SDXL-IP2P / Kontext / Qwen)", ge=1, le=4096)
     num_variants: int = option(1, "number of edited variants (files get -1, -2, ... suffixes)", ge=1,
                                le=MAX_VARIANTS, flag="--variants")
+    edit_out_of_scope: bool = option(False, "run the model even when the editor's instruction index says it was not "
+                                            "trained for this kind of edit (default: leave the image unchanged)")
     batch_size: int | None = option(None, "UNet rows per call (default: from the device's free memory; CPU: 1 "
                                           "for large latents, else one variant's branches)", ge=1, le=3 * MAX_VARIANTS)
 
@@ -177,10 +179,13 @@ class Editor:
             raise UserInputError('the edit instruction is empty; write what to change, e.g. "make it black and white"')
         s = resolve_settings(self, settings)
         _notice_truncation(self.tokenizer, instruction)
-        notice = self.scope_notice(instruction)
+        notice = self.scope_notice(instruction, left_unchanged=not s.edit_out_of_scope)
         if notice:
             print(notice)
         image = image.convert("RGB")
+        if notice and not s.edit_out_of_scope:
+            # Issue 18: an edit the model cannot do leaves the picture alone, not smeared with a learned cast
+            return [image.copy() for _ in range(s.num_variants)], s
         size = working_size(*image.size, s.resolution, self.size_multiple, self.native_size)
         work = image if image.size == size else image.resize(size, Image.LANCZOS)
         with _memory_hint(self.device, size, s):
@@ -193,11 +198,11 @@ class Editor:
         outputs = [o if o.size == image.size else o.resize(image.size, Image.LANCZOS) for o in outputs]
         return outputs, s
 
-    def scope_notice(self, instruction: str) -> str | None:
+    def scope_notice(self, instruction: str, left_unchanged: bool = True) -> str | None:
         """One line when the folder's instruction index says this editor does not do this kind of edit."""
         if self.scope is None or self.scope.is_known(self.tokenizer, instruction):
             return None
-        return self.scope.notice(self.name_or_path)
+        return self.scope.notice(self.name_or_path, left_unchanged)
 
     @torch.no_grad()
     def edit_arrays(self, work: Image.Image, instruction: str, s: EditSettings) -> np.ndarray:

@@ -1,11 +1,11 @@
 """Does this editor know this kind of edit? A cheap nearest-neighbour check over its training instructions.
 
-A small editor trained on a few edit kinds (the bundled one) also learned to leave an image alone
-for instructions it cannot do; users should be told so rather than wonder why nothing happened. An
-editor folder may ship `instruction_index.json`: instructions it was trained on, each with its
-family, one family marked as "not an edit this model does". An instruction is out of scope when
-most of its k nearest index instructions belong to that family. Folders without the file (every hub
-model) get no check and no notice.
+A small editor trained on a few edit kinds (the bundled one) cannot add a hat or change an expression;
+run anyway, it smears a learned colour cast over the picture. An editor folder may ship
+`instruction_index.json`: instructions it was trained on, each with its family, one family marked as
+"not an edit this model does". An instruction is out of scope when most of its k nearest index
+instructions belong to that family; the editor then leaves the image unchanged and says so in one line
+(`--edit-out-of-scope` runs the model anyway). Folders without the file (every hub model) get no check.
 
 Nearness is the cosine of bag-of-token counts (the editor's own tokenizer), not of text-encoder states:
 measured on held-out wording (demo/scope_index.py), the bundled editor's from-scratch encoder,
@@ -61,11 +61,13 @@ class InstructionScope:
     def is_known(self, tokenizer, instruction: str) -> bool:
         return self.family_of(token_vectors(tokenizer, [instruction])[0]) != self.unknown_family
 
-    def notice(self, model_name: str | None) -> str:
-        """The one line users see for an out-of-scope instruction, naming what the editor does know."""
+    def notice(self, model_name: str | None, left_unchanged: bool = True) -> str:
+        """The one line users see for an out-of-scope instruction, naming what the editor does know and what
+        happens: the image is left unchanged, unless the user asked to run the model anyway."""
         known = ", ".join(sorted({f.replace("_", " ") for f in self.families} - {self.unknown_family}))
-        return (f"note: {model_name or 'this editor'} was not trained for this kind of edit (it knows: {known}); "
-                "so the result will not follow this instruction")
+        outcome = ("so the image is left unchanged (--edit-out-of-scope runs the model anyway)" if left_unchanged
+                   else "so the result will not follow this instruction")
+        return f"note: {model_name or 'this editor'} was not trained for this kind of edit (it knows: {known}); {outcome}"
 
 
 def load_scope(folder: str | Path | None, tokenizer) -> InstructionScope | None:

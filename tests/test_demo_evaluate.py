@@ -77,7 +77,9 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     gan.write_bytes(b"x")
     editor.mkdir()
     monkeypatch.setattr(ev, "load_stylize_fn", lambda path, device="cpu": cartoonize)
-    monkeypatch.setattr(ev, "load_edit_fn", lambda path, device="cpu", seed=0, size=128: oracle_edit)
+    gates = []
+    monkeypatch.setattr(ev, "load_edit_fn", lambda path, device="cpu", seed=0, size=128, edit_out_of_scope=False:
+                        gates.append(edit_out_of_scope) or oracle_edit)
     common = ["--per-family", "1", "--size", "32", "--gan-views", "1", "--gan-size", "32",
               "--families", *FAMILIES]
     out_json = tmp_path / "r.json"
@@ -85,7 +87,11 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert res["pass"] and json.loads(out_json.read_text())["pass"]
     assert "| 2: edit | invert |" in capsys.readouterr().out
 
-    monkeypatch.setattr(ev, "load_edit_fn", lambda path, device="cpu", seed=0, size=128: identity_edit)
+    ev.cli(["--editor", str(editor), "--edit-out-of-scope", *common])
+    assert gates == [False, True]  # the model alone, without the out-of-scope gate, on request
+
+    monkeypatch.setattr(ev, "load_edit_fn", lambda path, device="cpu", seed=0, size=128, edit_out_of_scope=False:
+                        identity_edit)
     with pytest.raises(SystemExit) as exc:
         ev.cli(["--editor", str(editor), *common])
     assert exc.value.code == 1

@@ -54,6 +54,19 @@ def test_notice_for_out_of_scope_instructions_only(editor_with_index, capsys):
     assert "was not trained" not in capsys.readouterr().out
 
 
+def test_out_of_scope_leaves_the_picture_alone_unless_asked(editor_with_index, capsys):
+    """Issue 18: an instruction the editor cannot do returns the input, pixel for pixel, once per variant; with
+    edit_out_of_scope the model runs (and changes the picture) with the note saying the result will not follow."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    left, _ = editor_with_index.edit(image, "add a dog", EditSettings(seed=0, steps=1, num_variants=2))
+    assert len(left) == 2 and all(np.array_equal(np.asarray(out), np.asarray(image)) for out in left)
+    assert "left unchanged" in capsys.readouterr().out
+    ran, _ = editor_with_index.edit(image, "add a dog", EditSettings(seed=0, steps=1, edit_out_of_scope=True))
+    assert ran[0].size == image.size and np.abs(np.asarray(ran[0], float) - np.asarray(image, float)).mean() > 1
+    assert "will not follow this instruction" in capsys.readouterr().out
+
+
 def test_no_index_no_check(tmp_path):
     folder = tmp_path / "editor"
     shutil.copytree(DEFAULT_EDITOR, folder, ignore=shutil.ignore_patterns(INDEX_FILE))

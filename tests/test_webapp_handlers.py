@@ -190,6 +190,30 @@ def test_edit_with_a_fixed_seed_is_reproducible_and_the_seed_matters(ctx, photo_
     assert not np.array_equal(np.asarray(first[1][0]), np.asarray(other[1][0]))
 
 
+def test_out_of_scope_instruction_returns_the_picture_with_a_warning(models, photo_path, monkeypatch):
+    """An editor folder with an instruction index (scope.py): "add a dog" is out of scope, so the page warns and
+    the result is the stylized picture itself; app.py --edit-out-of-scope runs the model (and still warns)."""
+    from edit_diffusion.scope import write_index
+    editor, generator = models
+    write_index(editor, [("make it black and white", "black_and_white")] * 5 + [("add a dog", "identity")] * 5,
+                "identity")
+    try:
+        scoped = load_context(editor=str(editor), gan_checkpoint=str(generator), device="cpu")
+    finally:
+        (editor / "instruction_index.json").unlink()
+    warnings = []
+    monkeypatch.setattr(handlers.gr, "Warning", warnings.append)
+    stylized, edited, *_ = handlers.edit(scoped, request(scoped, photo_path, instruction="add a dog", variants=2))
+    assert len(edited) == 2 and all(np.array_equal(np.asarray(e), np.asarray(stylized)) for e in edited)
+    assert len(warnings) == 1 and "left unchanged" in warnings[0]
+    handlers.edit(scoped, request(scoped, photo_path, instruction="make it black and white"))
+    assert len(warnings) == 1  # in scope: no warning
+    forced = replace(scoped, edit_out_of_scope=True)
+    stylized, edited, *_ = handlers.edit(forced, request(forced, photo_path, instruction="add a dog"))
+    assert np.abs(np.asarray(edited[0], dtype=np.int16) - np.asarray(stylized, dtype=np.int16)).mean() > 1
+    assert len(warnings) == 2 and "will not follow" in warnings[1]
+
+
 def test_edit_without_stylization_passes_the_photo_through(ctx, photo_path):
     stylized, edited, *_ = handlers.edit(ctx, request(ctx, photo_path, style=NO_STYLE))
     assert np.array_equal(np.asarray(stylized), np.asarray(real_photo()))

@@ -76,6 +76,7 @@ class AppContext:
     # in the page with this note, and an edit request that sets one anyway is refused, never silently ignored
     unused: dict[str, str] = field(default_factory=dict)
     cfg_text_range: tuple[float, float] = CFG_TEXT_RANGE  # Randomize draws text guidance from here
+    edit_out_of_scope: bool = False  # app.py --edit-out-of-scope: EditSettings.edit_out_of_scope for every edit
 
 
 def default_controls(editor, style: str) -> Controls:

@@ -165,7 +165,7 @@ def edit(ctx: AppContext, request: EditRequest, progress: Progress | None = None
                                                        ctx.cfg_text_range)
         settings = EditSettings(steps=steps, cfg_text=cfg_text, cfg_image=cfg_image, seed=seed,
                                 scheduler=request.scheduler, resolution=int(request.resolution),
-                                num_variants=int(request.variants))
+                                num_variants=int(request.variants), edit_out_of_scope=ctx.edit_out_of_scope)
     except (UserInputError, ValueError) as err:  # EditSettings names the bad value in a ValueError
         raise gr.Error(ui_message(err)) from None
     progress(0.0, desc="stylizing" if generator is not None else "editing")
@@ -177,6 +177,10 @@ def edit(ctx: AppContext, request: EditRequest, progress: Progress | None = None
     except (torch.OutOfMemoryError, MemoryError):  # stage 1 (stage 2 names its own limits above); app stays up
         raise gr.Error(f"out of memory on this {image.width}x{image.height} photo: lower the resolution cap or "
                        "the variants, or upload a smaller photo") from None
+    scope_notice = getattr(ctx.editor, "scope_notice", None)  # editors with an instruction index (scope.py)
+    notice = scope_notice(request.instruction, not ctx.edit_out_of_scope) if scope_notice else None
+    if notice:
+        gr.Warning(notice)  # the page says why the result is the unchanged picture
     return (result.stylized, result.edited, *(getattr(result.settings, name) for name in RESOLVED_OUTPUTS))
 
 
