@@ -101,3 +101,23 @@ def test_installing_the_editor_keeps_the_pipeline_only(tmp_path):
     install_editor(run, target, seed=0)
     assert sorted(p.name for p in target.iterdir()) == [
         "instruction_index.json", "model_index.json", "train_config.json", "unet"]
+
+
+def test_trainer_processes_split_the_cores(monkeypatch):
+    """Side by side each trainer gets half the cores; a single job (--only editor) gets all of them."""
+    from demo.train_defaults import job_env
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert job_env(2)["OMP_NUM_THREADS"] == job_env(2)["MKL_NUM_THREADS"] == "1"
+    assert job_env(1)["OMP_NUM_THREADS"] == job_env(1)["MKL_NUM_THREADS"] == "2"
+    monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread, never zero
+    assert job_env(1)["OMP_NUM_THREADS"] == "1"
+
+
+def test_shipped_editor_has_the_recipes_unet_layout():
+    """checkpoints/editor was trained from demo/configs/editor_unet_minilm.json: every architecture field of the
+    recipe's config is the shipped UNet's (a layout change must retrain the editor, or the recipe must say so)."""
+    from chain.defaults import DEFAULT_EDITOR
+    recipe = json.loads((CONFIGS / "editor_unet_minilm.json").read_text())
+    shipped = json.loads((DEFAULT_EDITOR / "unet" / "config.json").read_text())
+    differing = {k: (v, shipped.get(k)) for k, v in recipe.items() if not k.startswith("_") and shipped.get(k) != v}
+    assert not differing, differing
