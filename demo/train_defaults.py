@@ -1,11 +1,12 @@
 """Rebuild the bundled default models from scratch on a CPU: demo data, stage-1 GAN, stage-2 editor,
 evaluation. One command, reproducible with the seed:
 
-    python -m demo.train_defaults            # ~2 h on 2 CPU cores; writes checkpoints/ and the eval table
+    python -m demo.train_defaults            # ~3-3.5 h on 2 CPU cores; writes checkpoints/ and the eval table
 
 Both trainers run as separate processes (one thread each, side by side: small models use two cores
-better that way than one process with two threads; a single job gets every core). Each is this project's own entry point
-(`train_gan.py`, `train_edit.py`) with the settings below, so the defaults are reproducible by hand.
+better that way than one process with two threads); a single job (`--only editor`) gets every core.
+Each is this project's own entry point (`train_gan.py`, `train_edit.py`) with the settings below, so the
+defaults are reproducible by hand.
 """
 from __future__ import annotations
 
