@@ -38,8 +38,12 @@ class DefaultsConfig:
     gan_steps: int = option(1800, "optimizer steps of the GAN (init phase included)", ge=1)
     edit_steps: int = option(8000, "UNet optimizer steps of the editor", ge=1)
     vae_steps: int = option(1500, "VAE pre-training steps of the editor", ge=1)
-    edit_samples: int = option(4000, "editor training triplets (recolour 35%, identity 10%, the rest the "
-                               "ten global filters)", ge=1)
+    edit_samples: int = option(4000, "editor training triplets (recolour --recolour-share, identity 10%, the rest "
+                               "the ten global filters)", ge=1)
+    recolour_share: float = option(0.35, "fraction of the editor's triplets that recolour by colour name", ge=0, le=1)
+    init_editor: Path | None = option(None, "fine-tune this trained editor folder (e.g. checkpoints/editor: UNet, VAE "
+                                      "and text encoder) for --edit-steps at --edit-lr, instead of training from scratch")
+    edit_lr: float = option(5e-4, "the editor's peak learning rate (cosine schedule)", gt=0)
     vae_from: Path | None = option(None, "start the editor's VAE from this trained VAE folder (e.g. "
                                    "checkpoints/editor/vae) and fine-tune it for --vae-steps, instead of from scratch")
     text_encoder: str = option("minilm", "the editor's text encoder: minilm (pretrained all-MiniLM-L6-v2, frozen, "
@@ -54,6 +58,12 @@ class DefaultsConfig:
         check_fields(self)
         if self.vae_from is not None and not (Path(self.vae_from) / "config.json").is_file():
             raise UserInputError(f"--vae-from {self.vae_from}: not a diffusers VAE folder (no config.json)")
+        if self.init_editor is not None:
+            if not (Path(self.init_editor) / "model_index.json").is_file():
+                raise UserInputError(f"--init-editor {self.init_editor}: not a pipeline folder (no model_index.json)")
+            if self.vae_from is not None:
+                raise UserInputError("--vae-from: --init-editor already brings its VAE (kept fixed, so the UNet's "
+                                     "latent space does not move); pass one of the two")
 
 
 def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
@@ -99,10 +109,15 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
         vae_pretrain_steps=cfg.vae_steps, vae_learning_rate="1e-4" if cfg.vae_from else "1e-3",
         # raw latents at unit std: the UNet reads the input image's latents unscaled (scratch.fold_latent_std)
         vae_latent_std=1.0, train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
-        train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate="5e-4", lr_scheduler="cosine",
+        train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate=str(cfg.edit_lr), lr_scheduler="cosine",
         lr_warmup_steps=100, seed=cfg.seed, checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
         default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim",
         resume_from_checkpoint="latest" if cfg.resume else None)
+    if cfg.init_editor is not None:
+        # Every component comes from the trained editor, its VAE untouched: a VAE step would move the latent
+        # space under the UNet. The text side is the folder's own (what TEXT_RECIPES would build is the same).
+        recipe.update(pretrained_model_name_or_path=cfg.init_editor, unet_config=None, vae_config=None,
+                      vae_pretrain_steps=0, vae_latent_std=None, text_encoder_config=None, tokenizer=None)
     return [sys.executable, str(REPO_ROOT / "train_edit.py"), *to_argv(EditTrainConfig, recipe)]
 
 
@@ -145,7 +160,16 @@ def main(cfg: DefaultsConfig) -> None:
         # retrain of both models uses the previous generator, the chain's inputs differ little).
         stage1 = ["--stage1", str(STYLES["cartoon"])] if STYLES["cartoon"].is_file() else []
         subprocess.run([sys.executable, "-m", "demo.build", "--out", str(data), "--seed", str(cfg.seed),
-                        "--edit-samples", str(cfg.edit_samples), *stage1, "--overwrite"], check=True)
+                        "--edit-samples", str(cfg.edit_samples), "--recolour-share", str(cfg.recolour_share), *stage1,
+                        "--overwrite"], check=True)
+    if cfg.init_editor is not None and Path(cfg.init_editor).resolve() == (CHECKPOINTS / "editor").resolve():
+        # The run's result replaces checkpoints/editor: train from a copy, so the starting point survives for
+        # --resume and for the run's train_config.json to name.
+        start = runs / "editor_init"
+        if not cfg.resume:
+            shutil.rmtree(start, ignore_errors=True)
+            shutil.copytree(cfg.init_editor, start)
+        cfg.init_editor = start
     jobs = {}
     if cfg.only in ("both", "gan"):
         jobs["gan"] = gan_command(data, runs / "gan", cfg)

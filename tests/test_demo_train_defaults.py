@@ -121,3 +121,55 @@ def test_shipped_editor_has_the_recipes_unet_layout():
     shipped = json.loads((DEFAULT_EDITOR / "unet" / "config.json").read_text())
     differing = {k: (v, shipped.get(k)) for k, v in recipe.items() if not k.startswith("_") and shipped.get(k) != v}
     assert not differing, differing
+
+
+def test_editor_recipe_can_fine_tune_a_trained_editor(tmp_path):
+    """--init-editor: every component comes from the trained folder (no fresh UNet, VAE or text encoder, no VAE
+    step that would move the latent space under the UNet), at --edit-lr; a bad folder or a second VAE source is
+    named before anything runs."""
+    import pytest
+
+    from common.errors import UserInputError
+
+    start = tmp_path / "editor"
+    start.mkdir()
+    (start / "model_index.json").write_text("{}")
+    cfg = DefaultsConfig(init_editor=start, edit_lr=2e-4, edit_steps=11)
+    config = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
+    assert Path(config.pretrained_model_name_or_path) == start
+    assert config.unet_config is config.vae_config is config.text_encoder_config is config.tokenizer is None
+    assert config.vae_pretrain_steps == 0 and config.vae_latent_std is None
+    assert config.learning_rate == 2e-4 and config.max_train_steps == 11
+    assert config.prediction_type == "sample" and config.text_encoder_fp16_storage
+    scratch = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", DefaultsConfig()),
+                                                 "train_edit.py"))
+    assert scratch.pretrained_model_name_or_path is None and scratch.learning_rate == 5e-4
+    with pytest.raises(UserInputError, match="--init-editor"):
+        DefaultsConfig(init_editor=tmp_path / "missing")
+    with pytest.raises(UserInputError, match="--vae-from"):
+        DefaultsConfig(init_editor=start, vae_from=start)
+
+
+def test_fine_tuning_the_shipped_editor_starts_from_a_copy(monkeypatch, tmp_path):
+    """The run's result replaces checkpoints/editor, so the recipe trains from a copy of it under the work folder
+    (which survives for --resume), and the data builder gets the recolour share."""
+    from demo import train_defaults
+
+    shipped = tmp_path / "checkpoints" / "editor"
+    shipped.mkdir(parents=True)
+    (shipped / "model_index.json").write_text('{"original": 1}')
+    monkeypatch.setattr(train_defaults, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setattr(train_defaults, "minilm_folder", lambda: None)
+    built, trained, installed = [], {}, []
+    monkeypatch.setattr(train_defaults.subprocess, "run", lambda cmd, **k: built.append(cmd))
+    monkeypatch.setattr(train_defaults, "_run_parallel", lambda jobs, logs: trained.update(jobs))
+    monkeypatch.setattr(train_defaults, "install_editor", lambda run, target, seed: installed.append(target))
+    work = tmp_path / "work"
+    train_defaults.main(DefaultsConfig(work_dir=str(work), only="editor", init_editor=shipped, recolour_share=0.5))
+    copy = work / "runs" / "editor_init"
+    assert (copy / "model_index.json").read_text() == '{"original": 1}'
+    config = train_edit.parse_args(_script_args(trained["editor"], "train_edit.py"))
+    assert Path(config.pretrained_model_name_or_path) == copy
+    assert installed == [shipped]
+    build = built[0]
+    assert build[build.index("--recolour-share") + 1] == "0.5"
