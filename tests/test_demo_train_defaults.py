@@ -98,9 +98,13 @@ def test_installing_the_editor_keeps_the_pipeline_only(tmp_path):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("x")
     (target / "stale").mkdir(parents=True)
-    install_editor(run, target, seed=0)
+    install_editor(run, target)
     assert sorted(p.name for p in target.iterdir()) == [
         "instruction_index.json", "model_index.json", "train_config.json", "unet"]
+    # the notice's index is the one measured in the README, whatever seed the run had
+    from chain.defaults import DEFAULT_EDITOR
+    index = "instruction_index.json"
+    assert (target / index).read_text() == (DEFAULT_EDITOR / index).read_text()
 
 
 def test_trainer_processes_split_the_cores(monkeypatch):
@@ -163,7 +167,7 @@ def test_fine_tuning_the_shipped_editor_starts_from_a_copy(monkeypatch, tmp_path
     built, trained, installed = [], {}, []
     monkeypatch.setattr(train_defaults.subprocess, "run", lambda cmd, **k: built.append(cmd))
     monkeypatch.setattr(train_defaults, "_run_parallel", lambda jobs, logs: trained.update(jobs))
-    monkeypatch.setattr(train_defaults, "install_editor", lambda run, target, seed: installed.append(target))
+    monkeypatch.setattr(train_defaults, "install_editor", lambda run, target: installed.append(target))
     work = tmp_path / "work"
     train_defaults.main(DefaultsConfig(work_dir=str(work), only="editor", init_editor=shipped, recolour_share=0.5))
     copy = work / "runs" / "editor_init"
