@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chain.defaults import CHECKPOINTS, REPO_ROOT, STYLES
@@ -172,7 +172,7 @@ def main(cfg: DefaultsConfig) -> None:
         if not cfg.resume:
             shutil.rmtree(start, ignore_errors=True)
             shutil.copytree(cfg.init_editor, start)
-        cfg.init_editor = start
+        cfg = replace(cfg, init_editor=start)  # re-validated: the copy must be a pipeline folder
     jobs = {}
     if cfg.only in ("both", "gan"):
         jobs["gan"] = gan_command(data, runs / "gan", cfg)
