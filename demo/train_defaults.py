@@ -26,6 +26,7 @@ from edit_diffusion.scope import write_index
 from edit_diffusion.text_encoders import minilm_folder
 from stylize_gan.config import GanTrainConfig
 
+from .build import BuildConfig
 from .scope_index import UNKNOWN_FAMILY, index_instructions
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -38,9 +39,10 @@ class DefaultsConfig:
     gan_steps: int = option(1800, "optimizer steps of the GAN (init phase included)", ge=1)
     edit_steps: int = option(8000, "UNet optimizer steps of the editor", ge=1)
     vae_steps: int = option(1500, "VAE pre-training steps of the editor", ge=1)
-    edit_samples: int = option(4000, "editor training triplets (recolour --recolour-share, identity 10%, the rest "
-                               "the ten global filters)", ge=1)
-    recolour_share: float = option(0.35, "fraction of the editor's triplets that recolour by colour name", ge=0, le=1)
+    edit_samples: int = option(4000, "editor training triplets (recolour --recolour-share, identity "
+                               f"{BuildConfig.identity_share:.0%}, the rest the ten global filters)", ge=1)
+    recolour_share: float = option(BuildConfig.recolour_share, "fraction of the editor's triplets that recolour by "
+                                   "colour name", ge=0, le=1)
     init_editor: Path | None = option(None, "fine-tune this trained editor folder (e.g. checkpoints/editor: UNet, VAE "
                                       "and text encoder) for --edit-steps at --edit-lr, instead of training from scratch")
     edit_lr: float = option(5e-4, "the editor's peak learning rate (cosine schedule)", gt=0)
