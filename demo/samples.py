@@ -127,14 +127,17 @@ def edit_samples(photos: dict[str, Image.Image], count: int, size: int, families
                  shares: dict[str, float] | None = None) -> list[EditSample]:
     """`count` triplets: random crops in a random input domain, families planned by `shares` and
     shuffled, instructions from the training (heldout=False) or held-out (heldout=True) wording.
-    A view a family cannot use (recolour: no coloured pixels at all) is replaced by another crop."""
+    A view a family cannot use (recolour: too little or too much of colour A) is replaced by a crop
+    of a random photo."""
     domains = domains or DOMAINS
     names, domain_names = list(photos), list(domains)
     samples = []
     for i, family in enumerate(tqdm(family_plan(count, families, shares or {}, rng), desc="edit inputs",
                                     unit="img")):
         for attempt in range(50):
-            name = names[(i + attempt) % len(names)]
+            # A retry draws its photo at random: taking the next one in order handed every slot of the
+            # photos with no colour (camera, brick, grass, gravel, hubble) to `retina`, the one after them.
+            name = names[i % len(names)] if attempt == 0 else names[int(rng.integers(0, len(names)))]
             domain = domain_names[int(rng.integers(0, len(domain_names)))]
             made = domains[domain]
             if isinstance(made, list):

@@ -3,11 +3,12 @@ criteria of the evaluation (they must pass the exact edit and fail the wrong one
 import numpy as np
 import pytest
 
-from demo.colours import COLOURS, HELDOUT_PAIRS, SOFT_EDGE, TRAIN_PAIRS, recolour, rotate_hue, to_hsv, with_colour
+from demo.colours import (COLOURS, HELDOUT_PAIRS, MAX_COLOUR_FRACTION, SOFT_EDGE, TRAIN_PAIRS, clearly, recolour,
+                          rotate_hue, to_hsv, with_colour)
 from demo.criteria import identity_check, recolour_check
 from demo.edits import EDIT_FAMILIES
 from demo.instructions import IDENTITY_HELDOUT, NOUNS_HELDOUT, NOUNS_TRAIN, draw_recolour
-from demo.samples import family_plan, heldout_edit_samples
+from demo.samples import DOMAINS, edit_samples, family_plan, heldout_edit_samples
 
 
 def _hsv_pixel(h, s, v):
@@ -73,6 +74,33 @@ def test_with_colour_supplies_missing_colours_by_hue_rotation():
     assert abs(to_hsv(purple)[0, 0, 0] - COLOURS["purple"].hue) < 2
     assert with_colour(np.full((16, 16, 3), 120, np.uint8), "green") is None  # no colour at all
     assert rng is not None
+
+
+def test_with_colour_turns_a_mostly_colour_view_into_a_local_one():
+    # 90% red, 10% blue: "turn the red things green" would be a near-global hue shift, so the view is
+    # rotated until red covers a share in range (the blue tenth lands on red).
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:36] = (230, 30, 30)
+    img[36:] = (30, 30, 230)
+    out = with_colour(img, "red")
+    assert out is not None and out is not img
+    share = clearly(to_hsv(out), "red").mean()
+    assert 0.03 <= share <= MAX_COLOUR_FRACTION and share == pytest.approx(0.1, abs=0.01)
+    assert with_colour(np.full((16, 16, 3), (230, 30, 30), np.uint8), "red") is None  # one hue everywhere
+
+
+def test_retries_spread_over_the_usable_photos():
+    # Five grey photos and two coloured ones: the slots of the grey ones go to both coloured photos,
+    # not all to the one that follows them in order.
+    from PIL import Image
+    grey = {f"grey{i}": Image.new("RGB", (64, 64), (120, 120, 120)) for i in range(5)}
+    half = np.full((64, 64, 3), 120, np.uint8)
+    half[:, :32] = (40, 200, 40)
+    photos = {**grey, "green_a": Image.fromarray(half), "green_b": Image.fromarray(half)}
+    samples = edit_samples(photos, 70, 32, ("recolour",), False, np.random.default_rng(0), min_scale=0.9,
+                           domains={"photo": DOMAINS["photo"]})
+    counts = [sum(s.photo == name for s in samples) for name in ("green_a", "green_b")]
+    assert sum(counts) == 70 and min(counts) >= 20, counts
 
 
 def _two_colour_image():
