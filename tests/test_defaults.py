@@ -144,9 +144,21 @@ def test_stylizer_draws_ink_where_the_filter_does():
         assert darkening[ink].mean() > 5.0 and darkening[ink].mean() > 4 * abs(darkening[~ink].mean())
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_18.format(", ".join(f"{k} {v}" for k, v in KNOWN_FAILURES.items())))
+def _xfail_while(known: bool, reason: str):
+    """A strict xfail mark while a failure is known (fixing it then fails the mark), no mark once it is fixed."""
+    return pytest.mark.xfail(strict=True, reason=reason) if known else (lambda test: test)
+
+
+@_xfail_while(bool(KNOWN_FAILURES), ISSUE_18.format(", ".join(f"{k} {v}" for k, v in KNOWN_FAILURES.items())))
 def test_issue_criteria_met(report):
+    """Stage 1 and every global family at 3 held-out edits each."""
     assert report["pass"], report
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 open: the shipped editor passes 30% of the README's held-out "
+                                       "recolours, the issue asks for 80%")
+def test_recolour_meets_the_issue_target(per_edit_report):
+    assert per_edit_report["families"]["recolour"]["success_rate"] >= 0.8
 
 
 def test_readme_main_command_runs_on_bundled_defaults(tmp_path, monkeypatch):
