@@ -131,17 +131,17 @@ def with_colour(rgb: np.ndarray, colour: str, min_fraction: float = 0.03,
     does; else a hue-rotated copy that puts one of its saturated hues on `colour` (the most common
     hue that gives a share in range); None when no rotation does (too few coloured pixels, or one
     hue everywhere)."""
-    def in_range(img: np.ndarray) -> bool:
-        return min_fraction <= clearly(to_hsv(img), colour).mean() <= max_fraction
+    def in_range(hsv: np.ndarray) -> bool:
+        return min_fraction <= clearly(hsv, colour).mean() <= max_fraction
 
-    if in_range(rgb):
-        return rgb
     hsv = to_hsv(rgb)
+    if in_range(hsv):
+        return rgb
     coloured = (hsv[..., 1] > 0.35) & (hsv[..., 2] > 0.25)
     if coloured.mean() < 2 * min_fraction:
         return None
     for peak in _hue_peaks(hsv, coloured)[:6]:
         rotated = rotate_hue(rgb, COLOURS[colour].hue - peak)
-        if in_range(rotated):
+        if in_range(to_hsv(rotated)):
             return rotated
     return None
