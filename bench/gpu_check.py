@@ -1,7 +1,7 @@
 """GPU check of the editing engine on the real SD 1.5 architecture (random fp16 weights; no download):
 ours vs the stock pipeline per 512 px edit at three guidance settings, peak GPU memory of 1 and 4
-variants at 1024 px, and the effect of torch.compile; optionally training steps. Under 6 minutes on one
-modern GPU. Never part of the CPU test suite; `--dry-run` runs every section on a tiny SD-shaped model
+variants at 1024 px, and the effect of torch.compile; optionally UNet rows, training steps and sharded
+training. About 3 minutes on one H200 (edit memory compile train sharded: 162 s). Never part of the CPU test suite; `--dry-run` runs every section on a tiny SD-shaped model
 (CPU is fine) to check the script itself.
 
     python bench/gpu_check.py                       # on a CUDA machine
@@ -9,8 +9,8 @@ modern GPU. Never part of the CPU test suite; `--dry-run` runs every section on 
     python bench/gpu_check.py --dry-run --sections edit memory
 
 Imports it needs: torch, numpy, Pillow, diffusers, transformers (+ tokenizers, huggingface_hub),
-safetensors; optional: open_clip (the real CLIP vocabulary; a byte-level stand-in otherwise, the timing is
-the same). A missing package is installed with `pip install --no-index --find-links DIR` from --wheels.
+safetensors; open_clip (its installed CLIP vocabulary file only, never imported) for `sharded`, whose
+train_edit.py runs use `--tokenizer clip`; the other sections take a byte-level stand-in without it (same timing). A missing package is installed with `pip install --no-index --find-links DIR` from --wheels.
 
 Sections are plain functions in SECTIONS (name -> fn(ctx) -> rows); add a new one (e.g. an FSDP training
 row) by writing a function and registering it there.
@@ -164,6 +164,23 @@ def peak_of(fn, device) -> float:
     return int(hwm.split()[1]) / 1024
 
 
+def section_unet(ctx: Context) -> list[tuple]:
+    """One UNet forward at 1, 2 and 3 rows (the branch counts) against 1 row: near 1.0 means the step is bound by
+    kernel launches (CPU), not by the GPU's arithmetic, so fewer branches cannot save time there."""
+    import torch
+    unet, dev, dtype = ctx.editor.unet, ctx.editor.device, ctx.editor.dtype
+    side = ctx.size // ctx.editor.vae_scale_factor
+    hidden_size = unet.config.cross_attention_dim
+    times = {}
+    for rows in (1, 2, 3):
+        x = torch.randn(rows, unet.config.in_channels, side, side, device=dev, dtype=dtype)
+        h = torch.randn(rows, 77, hidden_size, device=dev, dtype=dtype)
+        t = torch.full((rows,), 500, device=dev)
+        times[rows] = clock(lambda: unet(x, t, encoder_hidden_states=h, return_dict=False), dev, ctx.repeats)
+    return [(f"{ctx.size}px UNet forward, {rows} rows vs 1 row, ms", times[rows] * 1e3, times[1] * 1e3)
+            for rows in (2, 3)]
+
+
 def section_memory(ctx: Context) -> list[tuple]:
     """Peak memory of 4 variants vs 1 at memory_size px, with the automatic chunking and one variant per call."""
     image, rows, dev = photo(ctx.memory_size), [], ctx.editor.device
@@ -216,12 +233,15 @@ def section_sharded(ctx: Context) -> list[tuple]:
     """A few train_edit.py steps under configs/accelerate/fsdp2.yaml and ddp.yaml (EMA, clipping, checkpoint,
     resume, final pipeline) within 180 s: bench/gpu_train_check.py (issue 16). Value: seconds taken."""
     from gpu_train_check import sharded_training_section
-    return [(f"train_edit.py under {r['config']}: {r['result']}, s", r["seconds"], float("nan"))
-            for r in sharded_training_section(budget_s=180)]
+    results = sharded_training_section(budget_s=180)
+    for r in results:
+        if r["detail"]:  # a failure's stderr tail, so that one GPU run says why
+            print(f"--- {r['config']}:\n{r['detail']}", flush=True)
+    return [(f"train_edit.py under {r['config']}: {r['result']}, s", r["seconds"], float("nan")) for r in results]
 
 
 SECTIONS: dict[str, Callable[[Context], list[tuple]]] = {
-    "edit": section_edit, "memory": section_memory, "compile": section_compile, "train": section_train,
+    "edit": section_edit, "unet": section_unet, "memory": section_memory, "compile": section_compile, "train": section_train,
     "sharded": section_sharded}
 
 

@@ -38,7 +38,8 @@ def launch(config: str, flags: dict, data: Path, out: Path, steps: int, timeout:
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(timeout, 1),
                               env=dict(os.environ, HF_HUB_OFFLINE="1"))
-        return proc.returncode, time.perf_counter() - start, proc.stderr[-1500:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]  # our one-line errors
+        return proc.returncode, time.perf_counter() - start, "\n".join(errors[:3] + [proc.stderr[-800:]])
     except subprocess.TimeoutExpired:
         return 124, time.perf_counter() - start, "timed out"
 

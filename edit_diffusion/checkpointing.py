@@ -135,9 +135,7 @@ def verify_resume_folder(path: Path, process_index: int) -> None:
                  *path.glob("vae/*.safetensors"), *path.glob("text_encoder/*.safetensors")]:
         if file.exists():
             read_metadata(file)  # header and declared size: a truncated file fails here
-    optimizer = _read_pickled(path / "optimizer.bin")
-    if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= optimizer.keys():
-        raise UserInputError(f"{path / 'optimizer.bin'}: not an optimizer state")
+    _verify_optimizer_state(path)
     rng_file = path / f"random_states_{process_index}.pkl"
     if not rng_file.is_file():  # accelerate would go on with fresh random streams without a word
         raise UserInputError(f"{rng_file}: missing (saved by fewer processes?); the run could not continue exactly")
@@ -145,6 +143,20 @@ def verify_resume_folder(path: Path, process_index: int) -> None:
     if not isinstance(rng, dict) or not torch.is_tensor(rng.get("torch_manual_seed")) or \
             not {"random_state", "numpy_random_seed"} <= rng.keys():
         raise UserInputError(f"{rng_file}: not a random-state file")
+
+
+def _verify_optimizer_state(path: Path) -> None:
+    """optimizer.bin (one pickled state), or FSDP's SHARDED_STATE_DICT layout: accelerate writes the optimizer as a
+    torch.distributed.checkpoint folder optimizer_0/ (.distcp shards plus a .metadata index written last), which
+    is never unpickled whole; its files' checksums are the manifest's, and the index must be there."""
+    sharded = path / "optimizer_0"
+    if not (path / "optimizer.bin").exists() and sharded.is_dir():
+        if not (sharded / ".metadata").is_file():
+            raise UserInputError(f"{sharded}: sharded optimizer state without its .metadata index (an unfinished save)")
+        return
+    optimizer = _read_pickled(path / "optimizer.bin")
+    if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= optimizer.keys():
+        raise UserInputError(f"{path / 'optimizer.bin'}: not an optimizer state")
 
 
 def load_accelerator_state(accelerator, path: Path, lr_scheduler) -> None:

@@ -60,6 +60,33 @@ def test_edit_manifest_lists_every_file(edit_run):
     ckpt.verify_resume_folder(folder, 0)  # an intact save passes
 
 
+def _as_fsdp_sharded_save(folder: Path, copy: Path) -> None:
+    """The checkpoint in the layout accelerate writes under FSDP's SHARDED_STATE_DICT: the optimizer as a
+    torch.distributed.checkpoint folder optimizer_0/ (no optimizer.bin), with a fresh manifest."""
+    import torch.distributed.checkpoint as dcp
+    shutil.copytree(folder, copy)
+    (copy / "optimizer.bin").unlink()
+    dcp.save({"state": {"0.exp_avg": torch.zeros(4)}, "param_groups": {"lr": torch.tensor(1e-4)}},
+             checkpoint_id=str(copy / "optimizer_0"))
+    state = ckpt.load_json(copy / "trainer_state.json")
+    ckpt.save_json({**state, "files": ckpt.file_manifest(copy)}, copy / "trainer_state.json")
+
+
+def test_edit_fsdp_sharded_optimizer_state_resumes(edit_run, tmp_path):
+    """A save made under configs/accelerate/fsdp2.yaml passes (it has no optimizer.bin: the GPU check's FSDP2
+    resume was refused for that); the same save without its shard index is refused, naming the folder."""
+    folder, _ = edit_run
+    copy = tmp_path / "ckpt"
+    _as_fsdp_sharded_save(folder, copy)
+    assert (copy / "optimizer_0" / ".metadata").is_file() and not (copy / "optimizer.bin").exists()
+    ckpt.verify_resume_folder(copy, 0)
+    (copy / "optimizer_0" / ".metadata").unlink()
+    state = ckpt.load_json(copy / "trainer_state.json")
+    ckpt.save_json({**state, "files": ckpt.file_manifest(copy)}, copy / "trainer_state.json")
+    with pytest.raises(UserInputError, match="optimizer_0"):
+        ckpt.verify_resume_folder(copy, 0)
+
+
 @pytest.mark.parametrize("kind", DAMAGES)
 def test_edit_each_damaged_file_is_named(edit_run, kind, tmp_path):
     """Every file of the save, damaged in place: refused before any is loaded, the file named, no payload run."""
