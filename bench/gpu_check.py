@@ -1,8 +1,8 @@
 """GPU check of the editing engine on the real SD 1.5 architecture (random fp16 weights; no download):
 ours vs the stock pipeline per 512 px edit at three guidance settings, peak GPU memory of 1 and 4
 variants at 1024 px, and the effect of torch.compile; optionally UNet rows, training steps and sharded
-training. About 3 minutes on one H200 (edit memory compile train sharded: 162 s). Never part of the CPU test suite; `--dry-run` runs every section on a tiny SD-shaped model
-(CPU is fine) to check the script itself.
+training. On one H200 edit, memory, compile and train took about 2 minutes, sharded about 2 more. Never part of
+the CPU test suite; `--dry-run` runs every section on a tiny SD-shaped model (CPU is fine) to check the script.
 
     python bench/gpu_check.py                       # on a CUDA machine
     python bench/gpu_check.py --wheels /path/wheels # install missing packages from local wheels first
@@ -10,7 +10,8 @@ training. About 3 minutes on one H200 (edit memory compile train sharded: 162 s)
 
 Imports it needs: torch, numpy, Pillow, diffusers, transformers (+ tokenizers, huggingface_hub),
 safetensors; open_clip (its installed CLIP vocabulary file only, never imported) for `sharded`, whose
-train_edit.py runs use `--tokenizer clip`; the other sections take a byte-level stand-in without it (same timing). A missing package is installed with `pip install --no-index --find-links DIR` from --wheels.
+train_edit.py runs use `--tokenizer clip`; the other sections take a byte-level stand-in without it (same
+timing). A missing package is installed with `pip install --no-index --find-links DIR` from --wheels.
 
 Sections are plain functions in SECTIONS (name -> fn(ctx) -> rows); add a new one (e.g. an FSDP training
 row) by writing a function and registering it there.
@@ -241,8 +242,8 @@ def section_sharded(ctx: Context) -> list[tuple]:
 
 
 SECTIONS: dict[str, Callable[[Context], list[tuple]]] = {
-    "edit": section_edit, "unet": section_unet, "memory": section_memory, "compile": section_compile, "train": section_train,
-    "sharded": section_sharded}
+    "edit": section_edit, "unet": section_unet, "memory": section_memory, "compile": section_compile,
+    "train": section_train, "sharded": section_sharded}
 
 
 def main(argv=None) -> None:

@@ -60,6 +60,11 @@ def test_edit_manifest_lists_every_file(edit_run):
     ckpt.verify_resume_folder(folder, 0)  # an intact save passes
 
 
+def _refresh_manifest(folder: Path) -> None:
+    state = ckpt.load_json(folder / "trainer_state.json")
+    ckpt.save_json({**state, "files": ckpt.file_manifest(folder)}, folder / "trainer_state.json")
+
+
 def _as_fsdp_sharded_save(folder: Path, copy: Path) -> None:
     """The checkpoint in the layout accelerate writes under FSDP's SHARDED_STATE_DICT: the optimizer as a
     torch.distributed.checkpoint folder optimizer_0/ (no optimizer.bin), with a fresh manifest."""
@@ -68,8 +73,7 @@ def _as_fsdp_sharded_save(folder: Path, copy: Path) -> None:
     (copy / "optimizer.bin").unlink()
     dcp.save({"state": {"0.exp_avg": torch.zeros(4)}, "param_groups": {"lr": torch.tensor(1e-4)}},
              checkpoint_id=str(copy / "optimizer_0"))
-    state = ckpt.load_json(copy / "trainer_state.json")
-    ckpt.save_json({**state, "files": ckpt.file_manifest(copy)}, copy / "trainer_state.json")
+    _refresh_manifest(copy)
 
 
 def test_edit_fsdp_sharded_optimizer_state_resumes(edit_run, tmp_path):
@@ -81,8 +85,7 @@ def test_edit_fsdp_sharded_optimizer_state_resumes(edit_run, tmp_path):
     assert (copy / "optimizer_0" / ".metadata").is_file() and not (copy / "optimizer.bin").exists()
     ckpt.verify_resume_folder(copy, 0)
     (copy / "optimizer_0" / ".metadata").unlink()
-    state = ckpt.load_json(copy / "trainer_state.json")
-    ckpt.save_json({**state, "files": ckpt.file_manifest(copy)}, copy / "trainer_state.json")
+    _refresh_manifest(copy)
     with pytest.raises(UserInputError, match="optimizer_0"):
         ckpt.verify_resume_folder(copy, 0)
 
