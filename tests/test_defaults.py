@@ -47,7 +47,7 @@ def test_bundled_files_exist():
 
 # Global families the shipped editor fails with 3 held-out edits per family (issue 18's extended set: new
 # black-and-white words such as "b&w", "colorless", "no color"; plain photos as inputs besides cartoons). None
-# since the second recolour fine-tune: black and white, the last one, measures 0.32 here (0.29 at 10 per family,
+# since the second recolour fine-tune: black and white, the last one, measures 0.30 here (0.27 at 10 per family,
 # README table). Strict: a family listed here that passes fails its mark, so the list only holds real failures.
 KNOWN_FAILURES: dict[str, str] = {}
 ISSUE_18 = "issue 18 open: the shipped editor fails this family on the extended held-out set (ratio {})"
