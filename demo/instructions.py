@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .colours import COLOURS, HELDOUT_PAIRS, TRAIN_PAIRS
+from .colours import COLOURS, HELDOUT_PAIRS, TRAIN_PAIR_WEIGHTS, TRAIN_PAIRS
 
 # {a}: source colour word, {n}: noun phrase, {b}: target colour word. The source always comes first.
 RECOLOUR_TRAIN = (
@@ -79,9 +79,13 @@ def recolour_instruction(source: str, target: str, rng: np.random.Generator, hel
 
 
 def draw_recolour(rng: np.random.Generator, heldout: bool) -> tuple[str, tuple[str, str]]:
-    """(instruction, (source colour, target colour)); held-out draws use held-out pairs and wording."""
-    pairs = HELDOUT_PAIRS if heldout else TRAIN_PAIRS
-    source, target = pairs[int(rng.integers(0, len(pairs)))]
+    """(instruction, (source colour, target colour)); held-out draws use held-out pairs and wording.
+    Training pairs are weighted by the size of their hue rotation (TRAIN_PAIR_WEIGHTS); held-out pairs
+    are drawn uniformly, as before, so the evaluation set does not change."""
+    if heldout:
+        source, target = HELDOUT_PAIRS[int(rng.integers(0, len(HELDOUT_PAIRS)))]
+    else:
+        source, target = TRAIN_PAIRS[int(rng.choice(len(TRAIN_PAIRS), p=TRAIN_PAIR_WEIGHTS))]
     return recolour_instruction(source, target, rng, heldout), (source, target)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from demo.colours import (COLOURS, HELDOUT_PAIRS, MAX_COLOUR_FRACTION, SOFT_EDGE, TRAIN_PAIRS, clearly, recolour,
-                          rotate_hue, to_hsv, with_colour)
+                          rotate_hue, rotation, to_hsv, with_colour)
 from demo.criteria import identity_check, recolour_check
 from demo.edits import EDIT_FAMILIES
 from demo.instructions import IDENTITY_HELDOUT, NOUNS_HELDOUT, NOUNS_TRAIN, draw_recolour
@@ -143,3 +143,15 @@ def test_heldout_recolour_views_hold_the_source_colour():
     for s in samples:
         assert s.args in HELDOUT_PAIRS
         assert clearly(to_hsv(s.source), s.args[0]).mean() >= 0.03
+
+
+def test_training_pairs_are_drawn_in_proportion_to_their_rotation():
+    # long turns (>= 90 degrees) are the hard ones and every held-out pair is one: 71% of training draws
+    # instead of the 50% a uniform draw gives; the shortest turn is still drawn
+    rng = np.random.default_rng(0)
+    draws = [draw_recolour(rng, heldout=False)[1] for _ in range(20000)]
+    long_share = np.mean([abs(rotation(a, b)) >= 90 for a, b in draws])
+    assert 0.69 < long_share < 0.73
+    counts = {pair: draws.count(pair) for pair in TRAIN_PAIRS}
+    assert counts[("red", "blue")] > 4 * counts[("orange", "yellow")] > 0  # 135 vs 25 degrees
+    assert rotation("red", "green") == 120 and rotation("green", "red") == -120 and rotation("cyan", "red") == -180
