@@ -46,6 +46,8 @@ class DefaultsConfig:
     init_editor: Path | None = option(None, "fine-tune this trained editor folder (e.g. checkpoints/editor: UNet, VAE "
                                       "and text encoder) for --edit-steps at --edit-lr, instead of training from scratch")
     edit_lr: float = option(5e-4, "the editor's peak learning rate (cosine schedule)", gt=0)
+    edit_region_weight: float = option(0.0, "train_edit.py --edit_region_weight: extra loss weight where an edit "
+                                       "changes the image (0: uniform MSE)", ge=0)
     vae_from: Path | None = option(None, "start the editor's VAE from this trained VAE folder (e.g. "
                                    "checkpoints/editor/vae) and fine-tune it for --vae-steps, instead of from scratch")
     text_encoder: str = option("minilm", "the editor's text encoder: minilm (pretrained all-MiniLM-L6-v2, frozen, "
@@ -112,7 +114,8 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
         # raw latents at unit std: the UNet reads the input image's latents unscaled (scratch.fold_latent_std)
         vae_latent_std=1.0, train_data_dir=data / "edit" / "train", resolution=48, random_flip=True,
         train_batch_size=8, max_train_steps=cfg.edit_steps, learning_rate=str(cfg.edit_lr), lr_scheduler="cosine",
-        lr_warmup_steps=100, seed=cfg.seed, checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
+        lr_warmup_steps=100, edit_region_weight=cfg.edit_region_weight or None, seed=cfg.seed,
+        checkpointing_steps=1000, checkpoints_total_limit=1, output_dir=run,
         default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim",
         resume_from_checkpoint="latest" if cfg.resume else None)
     if cfg.init_editor is not None:

@@ -91,6 +91,9 @@ class EditTrainConfig:
     lr_warmup_steps: int = option(500, "warm-up steps of the LR schedule", ge=0)
     conditioning_dropout_prob: float = option(0.05, "probability of dropping text, image, and both (each), paper "
                                                     "§3.2.1; at most 1/3", ge=0)
+    edit_region_weight: float = option(0.0, "extra loss weight where the edit changes the image: each latent position "
+                                            "counts 1 + this x its change (in latent stds, capped at 1); 0: the "
+                                            "stock uniform MSE", ge=0)
     # None (as the diffusers recipe): accelerate decides (`accelerate launch --mixed_precision`, its config file)
     mixed_precision: str | None = option(None, "accelerate mixed precision (default: accelerate's setting, 'no' "
                                                "without one)", choices=MIXED_PRECISION)

@@ -39,16 +39,31 @@ def encode_text(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def edit_loss(unet, vae, text_encoder, noise_scheduler, batch: dict[str, torch.Tensor], null_ids: torch.Tensor,
-              dropout_prob: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+              dropout_prob: float, generator: torch.Generator | None = None, region_weight: float = 0.0
+              ) -> tuple[torch.Tensor, dict]:
     """MSE between the UNet output and the target for one batch; returns (loss, logs). A batch of pixels is
     encoded here; a batch from the latent cache (it has "latent_mean") goes to cached_edit_loss, with `null_ids`
-    then the cache's null text (embeddings when the text is cached)."""
+    then the cache's null text (embeddings when the text is cached). `region_weight`: see edit_region_weights."""
+    scaling_factor = vae.config.scaling_factor
     if "latent_mean" in batch:
         return cached_edit_loss(unet, text_encoder, noise_scheduler, batch, null_ids, dropout_prob,
-                                vae.config.scaling_factor, generator)
+                                scaling_factor, generator, region_weight)
     latents, image_latents = encode_pair(vae, batch["input_pixels"], batch["edited_pixels"], generator)
+    weights = edit_region_weights(latents, image_latents * scaling_factor, region_weight)
     return denoising_loss(unet, text_encoder, noise_scheduler, latents, image_latents, batch["input_ids"], null_ids,
-                          dropout_prob, generator)
+                          dropout_prob, generator, weights)
+
+
+def edit_region_weights(latents: torch.Tensor, input_latents: torch.Tensor, strength: float) -> torch.Tensor | None:
+    """Per-position loss weights (B, 1, h, w) = 1 + strength * min(|edited - input| channel mean, 1), both latents
+    scaled (unit std), so a position the edit moves by a full latent std counts 1 + strength times; None at
+    strength 0 (the stock uniform MSE). Why: a local edit (a recolour) changes a small share of the positions,
+    and under a uniform MSE the model that copies the input there and only part-turns the hue loses little;
+    the bundled editor undershot long hue turns that way (docs/bundled.md)."""
+    if not strength:
+        return None
+    change = (latents.float() - input_latents.float()).abs().mean(dim=1, keepdim=True)
+    return 1.0 + strength * change.clamp(max=1.0)
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor | None, generator: torch.Generator | None = None
@@ -64,22 +79,24 @@ def sample_latents(mean: torch.Tensor, std: torch.Tensor | None, generator: torc
 
 
 def cached_edit_loss(unet, text_encoder, noise_scheduler, batch: dict[str, torch.Tensor], null_text: torch.Tensor,
-                     dropout_prob: float, scaling_factor: float, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, dict]:
+                     dropout_prob: float, scaling_factor: float, generator: torch.Generator | None = None,
+                     region_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """edit_loss on a batch from the latent cache (latent_cache.CachedEditDataset): the edited image's posterior
     is sampled here, the text is cached embeddings (null_text: the empty prompt's, (1, L, D)) or token ids
     (null_text: the empty prompt's ids) when the text encoder is trained."""
     latents = sample_latents(batch["latent_mean"], batch.get("latent_std"), generator) * scaling_factor
     text = batch["encoder_hidden_states"] if "encoder_hidden_states" in batch else batch["input_ids"]
+    weights = edit_region_weights(latents, batch["image_latents"] * scaling_factor, region_weight)
     return denoising_loss(unet, text_encoder, noise_scheduler, latents, batch["image_latents"], text, null_text,
-                          dropout_prob, generator)
+                          dropout_prob, generator, weights)
 
 
 def denoising_loss(unet, text_encoder, noise_scheduler, latents: torch.Tensor, image_latents: torch.Tensor,
                    text: torch.Tensor, null_text: torch.Tensor, dropout_prob: float,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+                   generator: torch.Generator | None = None, weights: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict]:
     """Noise the (scaled) target latents, drop conditionings, predict, MSE. `text`: ids (B, L), encoded here, or
-    embeddings (B, L, D)."""
+    embeddings (B, L, D). `weights` (B, 1, h, w): a weighted mean of the squared errors instead of the plain one."""
     device = latents.device
     noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
     steps = noise_scheduler.config.num_train_timesteps
@@ -96,5 +113,9 @@ def denoising_loss(unet, text_encoder, noise_scheduler, latents: torch.Tensor, i
     model_input = torch.cat([noisy, image_latents.to(noisy.dtype)], dim=1)  # (B, 8, h, w)
     pred = unet(model_input.to(unet_dtype), timesteps, hidden.to(unet_dtype), return_dict=False)[0]
     target = training_target(noise_scheduler.config.prediction_type, noise_scheduler, latents, noise, timesteps)
-    loss = F.mse_loss(pred.float(), target.float())
+    if weights is None:
+        loss = F.mse_loss(pred.float(), target.float())
+    else:
+        squared = (pred.float() - target.float()) ** 2
+        loss = (squared * weights).sum() / (weights.sum() * squared.shape[1])
     return loss, {"loss/train": float(loss.detach())}

@@ -301,7 +301,8 @@ def _micro_step(run: EditRun, batch: dict, window: tuple[float, int]) -> tuple[f
     with accelerator.accumulate(*models):
         batch = speed.to_device(batch, accelerator.device, run.weight_dtype)
         loss, _ = edit_loss(run.unet, run.parts.vae, run.text_encoder, run.noise_scheduler, batch,
-                            run.null_ids.to(accelerator.device), config.conditioning_dropout_prob)
+                            run.null_ids.to(accelerator.device), config.conditioning_dropout_prob,
+                            region_weight=config.edit_region_weight)
         if run.guard(loss):  # finite loss on every rank; then finite gradients before the step
             accelerator.backward(loss)
             if accelerator.sync_gradients and run.guard(loss, run.trainable):

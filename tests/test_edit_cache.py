@@ -116,12 +116,12 @@ def test_a_cached_batch_gives_the_uncached_loss_with_dropout(folder, tokenizer, 
     collate = torch.utils.data.default_collate
     pixels, latents = collate([base[i] for i in range(3)]), collate([cached[i] for i in range(3)])
     null = null_ids(tokenizer) if train_text else cached.null_text()
-    for prob in (0.0, 1 / 3):
+    for prob, region_weight in ((0.0, 0.0), (1 / 3, 0.0), (1 / 3, 2.0)):  # and the edit-region weighted loss
         with torch.no_grad():
             fresh = edit_loss(unet, vae, text_encoder, scheduler, pixels, null_ids(tokenizer), prob,
-                              torch.Generator().manual_seed(7))[0]
+                              torch.Generator().manual_seed(7), region_weight)[0]
             from_cache = edit_loss(unet, vae, text_encoder, scheduler, latents, null, prob,
-                                   torch.Generator().manual_seed(7))[0]
+                                   torch.Generator().manual_seed(7), region_weight)[0]
         torch.testing.assert_close(from_cache, fresh, atol=1e-5, rtol=1e-5)
 
 
