@@ -58,8 +58,8 @@ def edit_region_weights(latents: torch.Tensor, input_latents: torch.Tensor, stre
     """Per-position loss weights (B, 1, h, w) = 1 + strength * min(|edited - input| channel mean, 1), both latents
     scaled (unit std), so a position the edit moves by a full latent std counts 1 + strength times; None at
     strength 0 (the stock uniform MSE). Why: a local edit (a recolour) changes a small share of the positions,
-    and under a uniform MSE the model that copies the input there and only part-turns the hue loses little;
-    the bundled editor undershot long hue turns that way (docs/bundled.md)."""
+    and under a uniform MSE the model that copies the input there and only part-turns the hue loses little.
+    Measured on the bundled editor in docs/bundled.md: more of colour A recoloured, and more spill."""
     if not strength:
         return None
     change = (latents.float() - input_latents.float()).abs().mean(dim=1, keepdim=True)
