@@ -63,9 +63,10 @@ def rotation(source: str, target: str) -> float:
 
 # Training pairs are drawn in proportion to their rotation's size. Drawn uniformly, half of them turn a
 # hue by less than 90 degrees (neighbours such as red to orange, learned first and passed every time),
-# and the shipped editor (trained that way) undershot long turns: red to green ended at hues 54-90, red to purple 20-45
-# degrees short. Weighting by size raises the share of turns of 90 degrees or more from 50% to 71% and
-# the smallest pair (orange to yellow, 25 degrees) is still drawn 0.28 times as often as uniform.
+# and the shipped editor (trained that way) undershot long turns: red to green ended at hues 54-90,
+# red to purple 20-45 degrees short. Weighting by size raises the share of turns of 90 degrees or more
+# from 50% to 71%, and the smallest pair (orange to yellow, 25 degrees) is still drawn 0.28 times as
+# often as uniform.
 _TRAIN_TURNS = [abs(rotation(a, b)) for a, b in TRAIN_PAIRS]
 TRAIN_PAIR_WEIGHTS: tuple[float, ...] = tuple(turn / sum(_TRAIN_TURNS) for turn in _TRAIN_TURNS)
 
