@@ -9,7 +9,7 @@ File by file (networks and samplers stay diffusers'; this package owns the editi
 - components.py    assembles the training components for a config
 - data.py          triplet sources (datasets, metadata.jsonl, generated layout) and aligned transforms
 - dropout.py       conditioning dropout (§3.2.1)
-- step.py          the training loss (target from scheduler.config.prediction_type)
+- step.py          the training loss (target from scheduler.config.prediction_type; optional edit-region weights)
 - checkpointing.py resumable checkpoint-<step> folders, EMA in safetensors, pruning
 - trainer.py       the accelerate training loop, validation edits, final pipeline folder
 - lora.py          optional peft LoRA, saved in load_lora_weights format
