@@ -48,6 +48,9 @@ class DefaultsConfig:
     edit_lr: float = option(5e-4, "the editor's peak learning rate (cosine schedule)", gt=0)
     edit_region_weight: float = option(0.0, "train_edit.py --edit_region_weight: extra loss weight where an edit "
                                        "changes the image (0: uniform MSE)", ge=0)
+    vae_decoder_steps: int = option(0, "with --init-editor: first fine-tune only its VAE's decoder for this many "
+                                    "steps (train_edit.py --vae_train_decoder_only: the encoder, so the UNet's "
+                                    "latents, stays fixed)", ge=0)
     vae_from: Path | None = option(None, "start the editor's VAE from this trained VAE folder (e.g. "
                                    "checkpoints/editor/vae) and fine-tune it for --vae-steps, instead of from scratch")
     text_encoder: str = option("minilm", "the editor's text encoder: minilm (pretrained all-MiniLM-L6-v2, frozen, "
@@ -68,6 +71,9 @@ class DefaultsConfig:
             if self.vae_from is not None:
                 raise UserInputError("--vae-from: --init-editor already brings its VAE (kept fixed, so the UNet's "
                                      "latent space does not move); pass one of the two")
+        elif self.vae_decoder_steps:
+            raise UserInputError("--vae-decoder-steps fine-tunes the decoder of an --init-editor's VAE; from scratch "
+                                 "the whole VAE trains for --vae-steps")
 
 
 def gan_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
@@ -119,10 +125,14 @@ def edit_command(data: Path, run: Path, cfg: DefaultsConfig) -> list[str]:
         default_steps=4, default_cfg_text=1.0, default_cfg_image=1.0, default_scheduler="ddim",
         resume_from_checkpoint="latest" if cfg.resume else None)
     if cfg.init_editor is not None:
-        # Every component comes from the trained editor, its VAE untouched: a VAE step would move the latent
-        # space under the UNet. The text side is the folder's own (what TEXT_RECIPES would build is the same).
+        # Every component comes from the trained editor, its VAE encoder untouched: training it would move the
+        # latent space under the UNet. The decoder alone may learn (--vae-decoder-steps): it only renders the
+        # latents. The text side is the folder's own (what TEXT_RECIPES would build is the same).
         recipe.update(pretrained_model_name_or_path=cfg.init_editor, unet_config=None, vae_config=None,
-                      vae_pretrain_steps=0, vae_latent_std=None, text_encoder_config=None, tokenizer=None)
+                      vae_pretrain_steps=cfg.vae_decoder_steps, vae_latent_std=None, text_encoder_config=None,
+                      tokenizer=None)
+        if cfg.vae_decoder_steps:
+            recipe.update(vae_train_decoder_only=True, vae_learning_rate="3e-4")
     return [sys.executable, str(REPO_ROOT / "train_edit.py"), *to_argv(EditTrainConfig, recipe)]
 
 

@@ -51,6 +51,10 @@ class EditTrainConfig:
     train_text_encoder: bool = option(False, "jointly train the text encoder (from-scratch models)")
     vae_pretrain_steps: int = option(0, "reconstruction steps for the VAE before the UNet phase", ge=0)
     vae_learning_rate: float = option(1e-3, "learning rate of the VAE pre-training", gt=0)
+    # sd-vae-ft-mse's recipe: a better decoder for a UNet already trained on the encoder's latents
+    vae_train_decoder_only: bool = option(False, "in the --vae_pretrain_steps phase train only the VAE's decoder: "
+                                                 "the encoder, so every latent and the scaling_factor a trained "
+                                                 "UNet reads, stays as it was (also on a pretrained model)")
     vae_kl_weight: float = option(1e-6, "KL weight of the VAE pre-training (small: latents near N(0, 1) without "
                                         "blurring)", ge=0)
     # convolutional: small crops teach it as well, several times faster
@@ -187,6 +191,11 @@ class EditTrainConfig:
         if self.vae_latent_std is not None and not self.vae_pretrain_steps:
             raise ValueError("--vae_latent_std rescales the VAE before its pre-training; it needs --vae_pretrain_steps "
                              "(the decoder adapts to the new scale there)")
+        if self.vae_train_decoder_only and not self.vae_pretrain_steps:
+            raise ValueError("--vae_train_decoder_only trains the decoder in the VAE phase; it needs --vae_pretrain_steps")
+        if self.vae_train_decoder_only and self.vae_latent_std is not None:
+            raise ValueError("--vae_latent_std rescales the encoder; --vae_train_decoder_only keeps it as it is: "
+                             "pass one of the two")
         if self.lora_rank is not None and (self.use_ema or self.train_text_encoder):
             raise ValueError("--lora_rank cannot be combined with --use_ema or --train_text_encoder")
         if self.default_scheduler == "euler_a" and self.prediction_type == "sample":

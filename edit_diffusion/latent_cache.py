@@ -31,11 +31,12 @@ from safetensors.torch import load_file
 from common.checkpoints import atomic_write
 
 from .data import EditDataset, crop_flip_params
+from .scratch import decoder_modules
 from .step import encode_text
 
 logger = logging.getLogger(__name__)
 CACHE_FOLDER = "latent_cache"       # <output_dir>/<this>: training data, not part of the saved pipeline
-CACHE_VERSION = "1"              # bump when the layout or the encoding recipe changes
+CACHE_VERSION = "2"              # bump when the layout or the encoding recipe changes
 MEMORY_BUDGET_BYTES = 2 * 1024**3  # above this the file is memory-mapped instead of read into memory
 ENCODE_BATCH = 16                # image views per VAE call while building
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.int64: "I64"}
@@ -72,23 +73,32 @@ def view_pixels(dataset: EditDataset, index: int, flipped: bool) -> torch.Tensor
 
 # --- identity of a cache ------------------------------------------------------------------------------------------
 
-def _hash_module(digest, module) -> None:
+def _hash_module(digest, module, skip: tuple[str, ...] = ()) -> None:
     digest.update(type(module).__name__.encode())
     for name, tensor in sorted(module.state_dict().items()):
+        if name.startswith(skip):
+            continue
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
+def _decoder_prefixes(vae) -> tuple[str, ...]:
+    """State-dict prefixes of the VAE's decoder side: no cached tensor depends on them, so a decoder-only
+    fine-tune (--vae_train_decoder_only) keeps the cache."""
+    decoders = decoder_modules(vae)
+    return tuple(f"{name}." for name, child in vae.named_children() if any(child is d for d in decoders))
+
+
 def fingerprint(vae, text_encoder, dataset: EditDataset, null_ids: torch.Tensor) -> str:
-    """sha256 of everything a cached tensor depends on: weights, resolution / crop / flips, pixels, ids."""
+    """sha256 of everything a cached tensor depends on: weights (the VAE's encoder side), resolution / crop / flips, pixels, ids."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CACHE_VERSION, "resolution": dataset.resolution,
                               "center_crop": dataset.center_crop, "views": views(dataset),
                               "text": text_encoder is not None}).encode())
-    for module in (vae, text_encoder):
-        if module is not None:
-            _hash_module(digest, module)
+    _hash_module(digest, vae, skip=_decoder_prefixes(vae))
+    if text_encoder is not None:
+        _hash_module(digest, text_encoder)
     for i in range(len(dataset)):
         digest.update(dataset.pair(i).numpy().tobytes())
     digest.update(dataset.input_ids.numpy().tobytes())

@@ -185,18 +185,29 @@ def fold_latent_std(vae: AutoencoderTiny, images: torch.Tensor, target_std: floa
 
 def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.Tensor], steps: int, lr: float,
                  kl_weight: float, log: Callable[[int, dict], None] | None = None,
-                 progress: bool = True, latent_std: float | None = None) -> AutoencoderKL | AutoencoderTiny:
+                 progress: bool = True, latent_std: float | None = None,
+                 decoder_only: bool = False) -> AutoencoderKL | AutoencoderTiny:
     """Train `vae` for `steps` batches of images, then freeze it and calibrate `scaling_factor`. With
-    `latent_std`, first rescale its raw latents to that std on the first batch (`fold_latent_std`)."""
+    `latent_std`, first rescale its raw latents to that std on the first batch (`fold_latent_std`).
+
+    `decoder_only`: train the decoder alone (the way Stability tuned sd-vae-ft-mse): the encoder, hence every
+    latent and the `scaling_factor` a trained UNet relies on, stays bit for bit as it was, while the decoder
+    learns to reconstruct better. The KL term then has no trainable input and only the reconstruction counts."""
     from tqdm.auto import tqdm
     device = next(vae.parameters()).device
+    if decoder_only and latent_std is not None:
+        raise UserInputError("--vae_latent_std rescales the encoder; it cannot be combined with a decoder-only phase")
+    trained = decoder_modules(vae) if decoder_only else [vae]
     if latent_std is not None:
         first = next(batches).to(device)
         gain = fold_latent_std(vae, first, latent_std)
         batches = itertools.chain([first], batches)
         logger.info("VAE latents rescaled by %.3f to std %.2f", gain, latent_std)
-    vae.requires_grad_(True).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.requires_grad_(False).train()
+    params = [p for module in trained for p in module.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     # cosine decay: the tiny VAE converges much further with a falling lr in a few hundred steps
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     seen = []
@@ -206,7 +217,7 @@ def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.T
         loss, logs = vae_loss(vae, images, kl_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         bar.set_postfix(l1=f"{logs['loss/vae_l1']:.4f}")
@@ -215,8 +226,15 @@ def pretrain_vae(vae: AutoencoderKL | AutoencoderTiny, batches: Iterator[torch.T
         if len(seen) < 8:
             seen.append(images.detach())
     vae.requires_grad_(False).eval()
-    calibrate_scaling_factor(vae, torch.cat(seen))
+    if not decoder_only:  # the latents did not move: the UNet's scale must not either
+        calibrate_scaling_factor(vae, torch.cat(seen))
     return vae
+
+
+def decoder_modules(vae: AutoencoderKL | AutoencoderTiny) -> list[torch.nn.Module]:
+    """The modules that turn latents into pixels: AutoencoderKL's post_quant_conv and decoder (its encoder
+    side is encoder + quant_conv), AutoencoderTiny's decoder."""
+    return [getattr(vae, name) for name in ("post_quant_conv", "decoder") if getattr(vae, name, None) is not None]
 
 
 @torch.no_grad()

@@ -198,8 +198,10 @@ def prepare(run: EditRun, resume_dir: Path | None) -> None:
         pretrain_vae(parts.vae, image_batches(run.dataset, config.train_batch_size, gen, config.vae_pretrain_crop),
                      config.vae_pretrain_steps, config.vae_learning_rate, config.vae_kl_weight,
                      log=lambda s, logs: log_scalars(run.writer, logs, s) if s % 10 == 0 else None,
-                     progress=accelerator.is_local_main_process, latent_std=config.vae_latent_std)
-        logger.info("VAE pre-trained; latent scaling_factor %.4f", parts.vae.config.scaling_factor)
+                     progress=accelerator.is_local_main_process, latent_std=config.vae_latent_std,
+                     decoder_only=config.vae_train_decoder_only)
+        logger.info("VAE %s; latent scaling_factor %.4f", "decoder fine-tuned" if config.vae_train_decoder_only
+                    else "pre-trained", parts.vae.config.scaling_factor)
 
     # frozen VAE (and text encoder): encode the training set once instead of every step (issue 16)
     speed.use_latent_cache(run)

@@ -175,3 +175,26 @@ def test_off_for_random_crops_and_above_the_cap(tmp_path, tokenizer, caplog):
         assert open_cache(dataset(tmp_path, tokenizer, center_crop=True), vae, text_encoder, tokenizer,
                           tmp_path / "d", max_bytes=1000) is None
     assert "above --latent_cache_max_gb" in caplog.text and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("vae_config", [TINY_VAE, TINY_TAESD], ids=["kl", "tiny"])
+def test_kept_when_only_the_decoder_changes(folder, tokenizer, tmp_path, monkeypatch, vae_config):
+    """A decoder-only fine-tune (--vae_train_decoder_only) leaves every cached latent as it was, so the cache
+    stays; any change on the encoder side rebuilds it."""
+    from edit_diffusion.scratch import decoder_modules
+
+    vae, text_encoder = models(vae_config)
+    builds = []
+    real = lc.write_cache
+    monkeypatch.setattr(lc, "write_cache", lambda *a, **k: (builds.append(1), real(*a, **k))[1])
+    open_cache(dataset(folder, tokenizer), vae, text_encoder, tokenizer, tmp_path)
+    with torch.no_grad():
+        for module in decoder_modules(vae):
+            for p in module.parameters():
+                p.add_(0.01)
+    open_cache(dataset(folder, tokenizer), vae, text_encoder, tokenizer, tmp_path)
+    assert len(builds) == 1
+    with torch.no_grad():
+        list(vae.encoder.parameters())[-1].add_(0.01)  # the encoder's last layer
+    open_cache(dataset(folder, tokenizer), vae, text_encoder, tokenizer, tmp_path)
+    assert len(builds) == 2
