@@ -192,7 +192,8 @@ class EditTrainConfig:
             raise ValueError("--vae_latent_std rescales the VAE before its pre-training; it needs --vae_pretrain_steps "
                              "(the decoder adapts to the new scale there)")
         if self.vae_train_decoder_only and not self.vae_pretrain_steps:
-            raise ValueError("--vae_train_decoder_only trains the decoder in the VAE phase; it needs --vae_pretrain_steps")
+            raise ValueError("--vae_train_decoder_only trains the decoder in the VAE phase; it needs "
+                             "--vae_pretrain_steps")
         if self.vae_train_decoder_only and self.vae_latent_std is not None:
             raise ValueError("--vae_latent_std rescales the encoder; --vae_train_decoder_only keeps it as it is: "
                              "pass one of the two")

@@ -91,7 +91,8 @@ def _decoder_prefixes(vae) -> tuple[str, ...]:
 
 
 def fingerprint(vae, text_encoder, dataset: EditDataset, null_ids: torch.Tensor) -> str:
-    """sha256 of everything a cached tensor depends on: weights (the VAE's encoder side), resolution / crop / flips, pixels, ids."""
+    """sha256 of everything a cached tensor depends on: weights (the VAE's encoder side only), resolution / crop /
+    flips, pixels, ids."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"version": CACHE_VERSION, "resolution": dataset.resolution,
                               "center_crop": dataset.center_crop, "views": views(dataset),

@@ -90,7 +90,8 @@ def test_train_defaults_passes_decoder_steps_with_an_initial_editor(tmp_path):
     start.mkdir()
     (start / "model_index.json").write_text("{}")
     cfg = DefaultsConfig(init_editor=start, vae_decoder_steps=7)
-    config = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py"))
+    argv = _script_args(edit_command(tmp_path / "demo", tmp_path / "run", cfg), "train_edit.py")
+    config = train_edit.parse_args(argv)
     assert config.vae_pretrain_steps == 7 and config.vae_train_decoder_only
     assert config.vae_learning_rate == 3e-4 and config.vae_latent_std is None
     plain = train_edit.parse_args(_script_args(edit_command(tmp_path / "demo", tmp_path / "run",
