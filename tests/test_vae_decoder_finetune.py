@@ -16,7 +16,7 @@ from edit_diffusion.scratch import build_vae, decoder_modules, pretrain_vae, vae
 
 from _edit_fixtures import TINY_VAE
 from test_demo_train_defaults import _script_args
-from test_edit_tiny_vae import TINY_TAESD, _args
+from test_edit_tiny_vae import TINY_TAESD, _args, inverted_pairs  # noqa: F401 (a fixture)
 
 
 def _split(vae) -> tuple[dict, dict]:
@@ -99,11 +99,3 @@ def test_train_defaults_passes_decoder_steps_with_an_initial_editor(tmp_path):
     assert plain.vae_pretrain_steps == 0 and not plain.vae_train_decoder_only
     with pytest.raises(UserInputError, match="--vae-decoder-steps"):
         DefaultsConfig(vae_decoder_steps=5)
-
-
-@pytest.fixture(scope="module")
-def inverted_pairs(tmp_path_factory):
-    from _edit_fixtures import write_inverted_triplets
-    folder = tmp_path_factory.mktemp("pairs")
-    write_inverted_triplets(folder, ["astronaut", "coffee"], [40, 40])
-    return folder
