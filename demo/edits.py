@@ -14,7 +14,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .colours import recolour, with_colour
+from .colours import DISTRACTOR_SHARE, recolour, with_colour, with_distractor
 from .instructions import IDENTITY_HELDOUT, RECOLOUR_HELDOUT, RECOLOUR_TRAIN, draw_recolour, \
     identity_train_phrasings
 
@@ -49,6 +49,9 @@ class EditFamily:
     prepare: Callable[[np.ndarray, tuple], np.ndarray | None] | None = None
     # args that make a sensible example (tests, docs)
     example_args: tuple = ()
+    # training views only, after `prepare`: (view, args, rng) -> view (recolour: add a far colour that must
+    # stay); the held-out views never pass through it, so the evaluation set does not depend on it
+    train_augment: Callable[[np.ndarray, tuple, np.random.Generator], np.ndarray] | None = None
 
     def __post_init__(self):
         overlap = set(self.train_phrasings) & set(self.heldout_phrasings)
@@ -218,11 +221,16 @@ def _prepare_recolour(rgb: np.ndarray, args: tuple) -> np.ndarray | None:
     return with_colour(rgb, args[0])
 
 
+def _distract_recolour(rgb: np.ndarray, args: tuple, rng: np.random.Generator) -> np.ndarray:
+    return with_distractor(rgb, args[0], rng) if rng.random() < DISTRACTOR_SHARE else rgb
+
+
 _IDENTITY_TRAIN = identity_train_phrasings()
 # Local and "leave it alone" families (their README rows): recolour by colour name, and identity
 # for instructions outside the editor's reach.
 EDIT_FAMILIES["recolour"] = EditFamily(recolour, RECOLOUR_TRAIN, RECOLOUR_HELDOUT, draw=draw_recolour,
-                                       prepare=_prepare_recolour, example_args=("green", "blue"))
+                                       prepare=_prepare_recolour, example_args=("green", "blue"),
+                                       train_augment=_distract_recolour)
 EDIT_FAMILIES["identity"] = EditFamily(identity, _IDENTITY_TRAIN, IDENTITY_HELDOUT, draw=_draw_identity)
 GLOBAL_FAMILIES: tuple[str, ...] = tuple(f for f in EDIT_FAMILIES if f not in ("recolour", "identity"))
 

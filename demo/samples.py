@@ -118,6 +118,8 @@ def _sample(family: str, view: Image.Image, domain: str, stylize: Stylizer, name
         source = spec.prepare(source, args)
         if source is None:
             return None
+    if not heldout and spec.train_augment is not None:
+        source = spec.train_augment(source, args, rng)
     return EditSample(np.ascontiguousarray(source), prompt, family, name, args, domain)
 
 
