@@ -155,9 +155,8 @@ def test_issue_criteria_met(report):
     assert report["pass"], report
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 open: the shipped editor passes 70% of the README's held-out "
-                                       "recolours, the issue asks for 80%")
 def test_recolour_meets_the_issue_target(per_edit_report):
+    """Issue 18's bar: 80% of the README's held-out recolours pass (8 of 10 since run 8 at text guidance 1.3)."""
     assert per_edit_report["families"]["recolour"]["success_rate"] >= 0.8
 
 
