@@ -107,10 +107,14 @@ def recolour(rgb: np.ndarray, source: str, target: str) -> np.ndarray:
     return np.clip(np.rint(back * 255.0), 0, 255).astype(np.uint8)
 
 
+def clearly_coloured(hsv: np.ndarray) -> np.ndarray:
+    """Bool mask of pixels saturated and bright enough to have a clear hue (the evaluation's bars)."""
+    return (hsv[..., 1] > 0.35) & (hsv[..., 2] > 0.25)
+
+
 def clearly(hsv: np.ndarray, colour: str, max_distance: float = 12.0) -> np.ndarray:
     """Bool mask of pixels that are unambiguously `colour` (the evaluation's definition)."""
-    return (hue_distance(hsv[..., 0], COLOURS[colour].hue) <= max_distance) & (hsv[..., 1] > 0.35) \
-        & (hsv[..., 2] > 0.25)
+    return (hue_distance(hsv[..., 0], COLOURS[colour].hue) <= max_distance) & clearly_coloured(hsv)
 
 
 def clearly_not(hsv: np.ndarray, colour: str) -> np.ndarray:
@@ -152,7 +156,7 @@ def with_colour(rgb: np.ndarray, colour: str, min_fraction: float = 0.03,
     hsv = to_hsv(rgb)
     if in_range(hsv):
         return rgb
-    coloured = (hsv[..., 1] > 0.35) & (hsv[..., 2] > 0.25)
+    coloured = clearly_coloured(hsv)
     if coloured.mean() < 2 * min_fraction:
         return None
     for peak in _hue_peaks(hsv, coloured)[:6]:
@@ -174,8 +178,7 @@ MIN_DISTRACTOR = 0.05
 def far_share(hsv: np.ndarray, colour: str) -> float:
     """Share of pixels that are clearly coloured (the evaluation's saturation and value bars) and whose hue
     lies over 60 degrees from `colour`'s: the other colours an edit of `colour` must leave alone."""
-    coloured = (hsv[..., 1] > 0.35) & (hsv[..., 2] > 0.25)
-    return float((coloured & (hue_distance(hsv[..., 0], COLOURS[colour].hue) > 60.0)).mean())
+    return float((clearly_coloured(hsv) & (hue_distance(hsv[..., 0], COLOURS[colour].hue) > 60.0)).mean())
 
 
 def _soft_ellipse(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
